@@ -1,0 +1,26 @@
+"""Where the lab keeps data it builds: corpora, staging downloads, tokenizers.
+
+``LAB_HOME`` (environment) overrides the default ``~/.cache/lab``. Nothing here is committed to
+the repository; everything is rebuilt deterministically on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def lab_home() -> Path:
+    """Root of the lab's cache (``$LAB_HOME`` or ``~/.cache/lab``)."""
+    env = os.environ.get("LAB_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "lab"
+
+
+def corpus_dir(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Folder of a built corpus (``<root>/corpus/<name>``)."""
+    return Path(root or lab_home()) / "corpus" / name
+
+
+def stage_dir(root: str | os.PathLike | None = None) -> Path:
+    """Folder where downloaded source packages are staged before extraction."""
+    return Path(root or lab_home()) / "stage"
