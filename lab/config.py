@@ -1,0 +1,214 @@
+"""Typed configuration: the one schema of every knob (dataclasses; Hydra's ConfigStore).
+
+Values live in YAML under ``conf/``; these dataclasses are the schema Hydra checks them against
+(unknown keys and wrong types fail at composition). Entry points convert the composed DictConfig
+into these objects with :func:`to_run_config`, so ``lab.train.train(cfg)`` can be called from a test
+or a notebook without Hydra. :meth:`RunConfig.validate` raises ``ValueError`` naming the field and
+the allowed values *before* any compute is spent. No logic beyond validation lives here: the shape
+rule and FLOP arithmetic are in :mod:`lab.counting`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Dict, Optional
+
+SCHEDULES = ("cosine", "wsd", "constant")
+DECAY_SHAPES = ("linear", "sqrt", "cosine")
+TOKENIZERS = ("byte", "bpe")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16")
+COMPILE = ("auto", "on", "off")
+
+
+@dataclass
+class ModelConfig:
+    """Decoder shape. ``depth`` is the size knob; explicit fields override the shape rule."""
+
+    depth: Optional[int] = 4
+    aspect: int = 32  # d_model = aspect * depth, rounded up to a multiple of head_dim
+    head_dim: int = 32
+    num_layers: Optional[int] = None
+    d_model: Optional[int] = None
+    num_heads: Optional[int] = None
+    num_kv_heads: Optional[int] = None
+    kv_ratio: int = 1  # num_heads / num_kv_heads (grouped-query attention) when num_kv_heads unset
+    d_ff: Optional[int] = None
+    ffn_mult: float = 8.0 / 3.0
+    ffn_multiple_of: int = 32
+    tie_embeddings: bool = False
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+
+@dataclass
+class DataConfig:
+    """Which corpus, how it is tokenised and mixed."""
+
+    corpus: str = "builtin"  # "builtin", "fixture", or a folder (built corpus or one folder per domain)
+    tokenizer: str = "byte"  # "byte" (vocab 256) or "bpe" (trained locally, cached)
+    bpe_vocab_size: int = 4096
+    seq_len: int = 256
+    # Training proportions per domain: "natural" (by train tokens), "uniform", or {domain: share}.
+    mixture: Any = "natural"
+    # Weights that combine per-domain validation losses into loss_val: "mixture" (the training
+    # mixture), "uniform", "natural", or {domain: weight}.
+    val_weights: Any = "mixture"
+    val_tokens: int = 32768  # per domain, fixed held-out windows
+    root: Optional[str] = None  # cache root; default $LAB_HOME or ~/.cache/lab
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, budget, evaluation, checkpointing and hardware knobs."""
+
+    tokens: Optional[float] = None  # D; exactly one of tokens / flops
+    flops: Optional[float] = None  # C in the lab's convention (lab.counting); D = C / flops_per_token
+    batch_tokens: int = 8192  # B, global batch in tokens
+    micro_batch: Optional[int] = None  # sequences per forward; default: the whole batch (no accumulation)
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    schedule: str = "cosine"
+    warmup: float = 0.05  # fraction of steps if < 1, else a number of steps
+    decay: float = 0.2  # WSD: fraction of steps in the final decay
+    decay_shape: str = "sqrt"  # WSD decay: linear, sqrt (1 - sqrt, Hägele et al. 2024), cosine
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    seed: int = 0
+    eval_every: int = 0  # steps; 0 = about 10 evaluations per run
+    log_every: int = 0  # steps; 0 = about 50 log lines per run
+    ckpt_every: int = 0  # steps; 0 = about 10 checkpoints per run; -1 = never
+    keep_ckpt: bool = False  # keep the last checkpoint after a successful run
+    diverge_factor: float = 2.0  # loss above factor x initial loss (or non-finite) = diverged
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    compile: str = "auto"  # auto: torch.compile on GPU only (costs ~20 s/shape on CPU, gains little)
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    """One training run: model, data, optimisation and where its record goes."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run_dir: str = "runs/default"
+    recipe: Optional[str] = None  # a recipe file (later issues); unused for now
+    tags: Dict[str, Any] = field(default_factory=dict)  # free-form columns for the results table
+
+    def validate(self) -> "RunConfig":
+        """Check every field that can be checked without data; raise ValueError naming it."""
+        t, d = self.train, self.data
+        _choice("train.schedule", t.schedule, SCHEDULES)
+        _choice("train.decay_shape", t.decay_shape, DECAY_SHAPES)
+        _choice("data.tokenizer", d.tokenizer, TOKENIZERS)
+        _choice("train.device", t.device, DEVICES)
+        _choice("train.dtype", t.dtype, DTYPES)
+        _choice("train.compile", t.compile, COMPILE)
+        if (t.tokens is None) == (t.flops is None):
+            raise ValueError(
+                "train.tokens / train.flops: give exactly one budget, D in tokens (train.tokens=2e6) "
+                "or C in FLOPs (train.flops=1e12)"
+            )
+        for name in ("tokens", "flops"):
+            v = getattr(t, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"train.{name}: must be a positive finite number, got {v!r}")
+        _pos_int("data.seq_len", d.seq_len)
+        _pos_int("train.batch_tokens", t.batch_tokens)
+        _pos_int("data.val_tokens", d.val_tokens)
+        if t.batch_tokens % d.seq_len:
+            raise ValueError(
+                f"train.batch_tokens: {t.batch_tokens} must be a multiple of data.seq_len={d.seq_len} "
+                f"(e.g. {max(1, t.batch_tokens // d.seq_len) * d.seq_len})"
+            )
+        seqs = t.batch_tokens // d.seq_len
+        if t.micro_batch is not None:
+            _pos_int("train.micro_batch", t.micro_batch)
+            if seqs % t.micro_batch:
+                raise ValueError(
+                    f"train.micro_batch: {t.micro_batch} must divide the batch of {seqs} sequences "
+                    f"(train.batch_tokens / data.seq_len); allowed: {[k for k in range(1, seqs + 1) if seqs % k == 0]}"
+                )
+        if d.tokenizer == "bpe" and not (256 < d.bpe_vocab_size <= 65535):
+            raise ValueError(f"data.bpe_vocab_size: must be in (256, 65535], got {d.bpe_vocab_size}")
+        for name, lo, hi in (("lr", 0.0, 10.0), ("min_lr_ratio", -1e-12, 1.0), ("decay", 0.0, 1.0)):
+            v = getattr(t, name)
+            if not (lo < v <= hi) and not (name == "min_lr_ratio" and v == 0):
+                raise ValueError(f"train.{name}: must be in ({lo}, {hi}], got {v}")
+        if t.warmup < 0:
+            raise ValueError(f"train.warmup: must be >= 0 (a fraction < 1 or a number of steps), got {t.warmup}")
+        if t.grad_clip < 0 or t.weight_decay < 0:
+            raise ValueError("train.grad_clip and train.weight_decay must be >= 0")
+        if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
+            raise ValueError(f"train.beta1/beta2: must be in [0, 1), got {t.beta1}, {t.beta2}")
+        if t.diverge_factor <= 1:
+            raise ValueError(f"train.diverge_factor: must be > 1, got {t.diverge_factor}")
+        if not self.run_dir:
+            raise ValueError("run_dir: give a folder for the run's record, e.g. run_dir=runs/my_run")
+        return self
+
+
+def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field_name}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _pos_int(field_name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{field_name}: must be a positive integer, got {value!r}")
+
+
+def _build(cls: type, values: Any) -> Any:
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclass fields."""
+    if isinstance(values, cls):
+        return values
+    values = dict(values or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config keys for {cls.__name__}: {unknown}; allowed: {sorted(known)}")
+    kwargs = {}
+    for name, f in known.items():
+        if name not in values:
+            continue
+        v = values[name]
+        default = f.default_factory() if f.default_factory is not MISSING else None  # type: ignore[misc]
+        kwargs[name] = _build(type(default), v) if is_dataclass(default) else v
+    return cls(**kwargs)
+
+
+def to_run_config(cfg: Any) -> RunConfig:
+    """Typed :class:`RunConfig` from a Hydra DictConfig, a plain dict or a RunConfig."""
+    if isinstance(cfg, RunConfig):
+        return cfg
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core, a core dependency
+        pass
+    cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    return _build(RunConfig, cfg)
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (called by the Hydra entry points)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)

@@ -1,0 +1,246 @@
+"""The lab's symbols and the only home of parameter and FLOP arithmetic (pure Python, no torch).
+
+Symbols, used everywhere in the lab (tables, fits, recipes):
+
+========  ===============  =====================================================================
+symbol    column           meaning
+========  ===============  =====================================================================
+N         ``params``       non-embedding parameters: every parameter except the token embedding
+                           and the output head (``lm_head``). Norm gains count.
+N_total   ``params_total`` every distinct parameter (a tied embedding counted once)
+D         ``tokens``       training tokens seen (float64)
+C         ``flops``        training FLOPs, forward + backward, in the convention below (float64)
+B         ``batch_tokens`` global batch in tokens (``batch_seqs`` when sequences are meant)
+L         ``loss_val``     validation loss in nats/token; ``bpb_val`` the same in bits per byte
+========  ===============  =====================================================================
+
+FLOP convention (one function: :func:`flops_per_token`). Training = 3 x forward (backward is
+twice the forward). The forward pass per token counts
+
+* ``2 * N`` for every matmul inside the blocks (norm gains and elementwise ops are ignored; they
+  are included in N only because they are parameters),
+* ``2 * d_model * V`` for the output head (the embedding lookup costs nothing),
+* ``2 * num_layers * seq_len * d_attn`` for attention scores and the weighted sum: ``Q K^T`` and
+  ``A V`` are ``2 * seq_len * d_attn`` multiply-adds each per token over the full context, halved
+  by the causal mask (a query attends to ``(seq_len + 1) / 2`` keys on average). This equals
+  Kaplan et al. (2020, arXiv:2001.08361, Table 1)'s ``2 n_layer n_ctx d_attn`` forward term.
+
+So ``C = 6 * D * (N + d_model * V + num_layers * seq_len * d_attn)``. The plain ``6 N D`` and the
+Chinchilla convention (all parameters, full non-causal attention; Hoffmann et al. 2022,
+arXiv:2203.15556, Appendix F) are also provided, and the trainer logs the parameter groups, so a
+table can be converted to another convention; fits always say which one they use.
+
+The *shape rule* (:func:`resolve_shape`) turns one size knob, ``depth``, into a full shape in
+which width grows with depth: ``d_model = aspect * depth`` rounded up to a multiple of
+``head_dim`` (the nanochat rule, github.com/karpathy/nanochat). Any field given explicitly wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A fully resolved decoder shape: all integers, nothing derived left to do."""
+
+    num_layers: int
+    d_model: int
+    num_heads: int
+    num_kv_heads: int
+    d_ff: int
+    vocab_size: int
+    seq_len: int
+    tie_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def d_attn(self) -> int:
+        """Width of the attention (query) projection; equals d_model here."""
+        return self.num_heads * self.head_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _round_up(x: float, multiple: int) -> int:
+    return int(math.ceil(x / multiple) * multiple)
+
+
+def resolve_shape(
+    *,
+    vocab_size: int,
+    seq_len: int,
+    depth: int | None = None,
+    aspect: int = 32,
+    head_dim: int = 32,
+    num_layers: int | None = None,
+    d_model: int | None = None,
+    num_heads: int | None = None,
+    num_kv_heads: int | None = None,
+    kv_ratio: int = 1,
+    d_ff: int | None = None,
+    ffn_mult: float = 8.0 / 3.0,
+    ffn_multiple_of: int = 32,
+    tie_embeddings: bool = False,
+) -> Shape:
+    """Derive a :class:`Shape` from the size knob ``depth`` and any explicit overrides.
+
+    Rule: ``num_layers = depth``; ``d_model = ceil(aspect * depth / head_dim) * head_dim``;
+    ``num_heads = d_model / head_dim``; ``num_kv_heads = num_heads / kv_ratio`` (grouped-query
+    attention); ``d_ff = ffn_mult * d_model`` rounded up to ``ffn_multiple_of`` (SwiGLU keeps the
+    MLP's parameter count near a 4x GELU MLP with 8/3). Raises ``ValueError`` naming the field
+    and the allowed values when the shape is not valid.
+    """
+    _positive("model.vocab_size", vocab_size)
+    _positive("data.seq_len", seq_len)
+    if num_layers is None:
+        if depth is None:
+            raise ValueError("model.depth: give a positive depth (the size knob) or model.num_layers")
+        _positive("model.depth", depth)
+        num_layers = depth
+    _positive("model.num_layers", num_layers)
+    if d_model is None:
+        _positive("model.aspect", aspect)
+        _positive("model.head_dim", head_dim)
+        d_model = _round_up(aspect * (depth if depth is not None else num_layers), head_dim)
+    _positive("model.d_model", d_model)
+    if num_heads is None:
+        if d_model % head_dim:
+            raise ValueError(
+                f"model.head_dim: {head_dim} does not divide model.d_model={d_model}; "
+                f"allowed head_dim values are divisors of d_model, e.g. {_divisors(d_model)}"
+            )
+        num_heads = d_model // head_dim
+    _positive("model.num_heads", num_heads)
+    if d_model % num_heads:
+        raise ValueError(
+            f"model.num_heads: {num_heads} does not divide model.d_model={d_model}; "
+            f"allowed values: {_divisors(d_model)}"
+        )
+    if (d_model // num_heads) % 2:
+        raise ValueError(
+            f"model.num_heads: head dim d_model/num_heads = {d_model // num_heads} must be even for RoPE"
+        )
+    if num_kv_heads is None:
+        _positive("model.kv_ratio", kv_ratio)
+        if num_heads % kv_ratio:
+            raise ValueError(
+                f"model.kv_ratio: {kv_ratio} does not divide num_heads={num_heads}; "
+                f"allowed values: {_divisors(num_heads)}"
+            )
+        num_kv_heads = num_heads // kv_ratio
+    _positive("model.num_kv_heads", num_kv_heads)
+    if num_heads % num_kv_heads:
+        raise ValueError(
+            f"model.num_kv_heads: {num_kv_heads} must divide num_heads={num_heads}; "
+            f"allowed values: {_divisors(num_heads)}"
+        )
+    if d_ff is None:
+        _positive("model.ffn_multiple_of", ffn_multiple_of)
+        d_ff = _round_up(ffn_mult * d_model, ffn_multiple_of)
+    _positive("model.d_ff", d_ff)
+    return Shape(
+        num_layers=int(num_layers),
+        d_model=int(d_model),
+        num_heads=int(num_heads),
+        num_kv_heads=int(num_kv_heads),
+        d_ff=int(d_ff),
+        vocab_size=int(vocab_size),
+        seq_len=int(seq_len),
+        tie_embeddings=bool(tie_embeddings),
+    )
+
+
+def _positive(field: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{field}: must be a positive integer, got {value!r}")
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def param_groups(shape: Shape) -> dict[str, int]:
+    """Parameter count by named group; the groups sum to N_total.
+
+    Groups: ``embedding`` (token embedding), ``lm_head`` (0 when tied), ``attention`` (q, k, v,
+    o projections), ``mlp`` (SwiGLU gate, up, down), ``norm`` (RMSNorm gains, two per block and
+    the final one). No biases anywhere.
+    """
+    d, L, V = shape.d_model, shape.num_layers, shape.vocab_size
+    hd = shape.head_dim
+    q = d * shape.num_heads * hd
+    kv = 2 * d * shape.num_kv_heads * hd
+    o = shape.num_heads * hd * d
+    return {
+        "embedding": V * d,
+        "lm_head": 0 if shape.tie_embeddings else V * d,
+        "attention": L * (q + kv + o),
+        "mlp": L * 3 * d * shape.d_ff,
+        "norm": (2 * L + 1) * d,
+    }
+
+
+def non_embedding_params(shape: Shape) -> int:
+    """N: parameters excluding the token embedding and the output head."""
+    g = param_groups(shape)
+    return g["attention"] + g["mlp"] + g["norm"]
+
+
+def total_params(shape: Shape) -> int:
+    """N_total: every distinct parameter (tied weights counted once)."""
+    return sum(param_groups(shape).values())
+
+
+def flops_per_token(shape: Shape) -> float:
+    """Training FLOPs per token in the lab's convention (see the module docstring).
+
+    ``6 * (N + d_model * V + num_layers * seq_len * d_attn)``.
+    """
+    n = non_embedding_params(shape)
+    head = shape.d_model * shape.vocab_size
+    attn = shape.num_layers * shape.seq_len * shape.d_attn
+    return 6.0 * float(n + head + attn)
+
+
+def flops_per_token_6n(shape: Shape) -> float:
+    """The plain ``6 N`` convention (Kaplan et al. 2020): no head, no attention term."""
+    return 6.0 * float(non_embedding_params(shape))
+
+
+def flops_per_token_chinchilla(shape: Shape) -> float:
+    """Hoffmann et al. (2022) Appendix F style: all matmuls incl. embedding-as-matmul, full attention."""
+    g = param_groups(shape)
+    matmul = g["attention"] + g["mlp"] + 2 * shape.d_model * shape.vocab_size
+    attn = 2 * shape.num_layers * shape.seq_len * shape.d_attn  # QK^T and AV, no causal halving
+    return 6.0 * float(matmul + attn)
+
+
+def counts(shape: Shape) -> dict[str, Any]:
+    """Everything a record needs about a shape: N, N_total, groups, FLOPs/token in three conventions."""
+    return {
+        "params": non_embedding_params(shape),
+        "params_total": total_params(shape),
+        "param_groups": param_groups(shape),
+        "flops_per_token": flops_per_token(shape),
+        "flops_per_token_6n": flops_per_token_6n(shape),
+        "flops_per_token_chinchilla": flops_per_token_chinchilla(shape),
+    }
+
+
+def tokens_for_flops(flops: float, shape: Shape) -> float:
+    """D that spends a FLOP budget C with this shape: ``D = C / flops_per_token``."""
+    if not (flops > 0 and math.isfinite(flops)):
+        raise ValueError(f"train.flops: must be a positive finite FLOP budget, got {flops!r}")
+    return float(flops) / flops_per_token(shape)
+
+
+def shape_from_mapping(m: Mapping[str, Any]) -> Shape:
+    """Rebuild a Shape from a record's ``shape`` dict."""
+    return Shape(**{k: m[k] for k in Shape.__dataclass_fields__})

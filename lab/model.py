@@ -1,0 +1,194 @@
+"""The proxy model family: a LLaMA-style decoder-only transformer.
+
+Pre-norm blocks with RMSNorm (Zhang & Sennrich 2019, arXiv:1910.07467), rotary position
+embeddings (Su et al. 2021, arXiv:2104.09864), grouped-query attention (Ainslie et al. 2023,
+arXiv:2305.13245) through causal ``scaled_dot_product_attention``, and a SwiGLU MLP (Shazeer 2020,
+arXiv:2002.05202); no biases; tied or untied embeddings. The shape comes from
+:func:`lab.counting.resolve_shape`; :meth:`Transformer.param_groups` counts the real module by the
+same groups as :func:`lab.counting.param_groups`, and the tests check they agree.
+
+The model knows no training loop and no corpus. q/k/v and gate/up are fused into one matmul each
+(fewer, larger matmuls run closer to peak on CPU); parameter counts are unchanged by the fusion.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lab.config import ModelConfig
+from lab.counting import Shape, resolve_shape
+
+_SDPA_HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
+
+
+def shape_from_config(cfg: ModelConfig, vocab_size: int, seq_len: int) -> Shape:
+    """Apply the shape rule to a :class:`ModelConfig`."""
+    return resolve_shape(
+        vocab_size=vocab_size,
+        seq_len=seq_len,
+        depth=cfg.depth,
+        aspect=cfg.aspect,
+        head_dim=cfg.head_dim,
+        num_layers=cfg.num_layers,
+        d_model=cfg.d_model,
+        num_heads=cfg.num_heads,
+        num_kv_heads=cfg.num_kv_heads,
+        kv_ratio=cfg.kv_ratio,
+        d_ff=cfg.d_ff,
+        ffn_mult=cfg.ffn_mult,
+        ffn_multiple_of=cfg.ffn_multiple_of,
+        tie_embeddings=cfg.tie_embeddings,
+    )
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables of shape (seq_len, 1, head_dim/2) for the rotate-half RoPE form."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    return angles.cos().float()[:, None, :], angles.sin().float()[:, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i+h/2}) of ``x`` (B, T, H, hd) by position-dependent angles."""
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, shape: Shape):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = shape.num_heads, shape.num_kv_heads, shape.head_dim
+        self.qkv = nn.Linear(shape.d_model, (self.n_heads + 2 * self.n_kv) * self.hd, bias=False)
+        self.proj = nn.Linear(self.n_heads * self.hd, shape.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], dim=-1)
+        q = apply_rope(q.view(B, T, self.n_heads, self.hd), cos, sin).transpose(1, 2)
+        k = apply_rope(k.view(B, T, self.n_kv, self.hd), cos, sin).transpose(1, 2)
+        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        if self.n_kv != self.n_heads:
+            if _SDPA_HAS_GQA:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            else:  # older torch: expand kv heads explicitly
+                rep = self.n_heads // self.n_kv
+                y = F.scaled_dot_product_attention(
+                    q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=True
+                )
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, shape: Shape):
+        super().__init__()
+        self.d_ff = shape.d_ff
+        self.gate_up = nn.Linear(shape.d_model, 2 * shape.d_ff, bias=False)
+        self.down = nn.Linear(shape.d_ff, shape.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).split(self.d_ff, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, shape: Shape, eps: float):
+        super().__init__()
+        self.attn_norm = RMSNorm(shape.d_model, eps)
+        self.attn = Attention(shape)
+        self.mlp_norm = RMSNorm(shape.d_model, eps)
+        self.mlp = SwiGLU(shape)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    """Decoder-only LM. ``forward(idx)`` returns logits; ``forward(idx, targets)`` the mean loss."""
+
+    def __init__(self, shape: Shape, cfg: ModelConfig | None = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        self.shape = shape
+        self.tok_emb = nn.Embedding(shape.vocab_size, shape.d_model)
+        self.blocks = nn.ModuleList(Block(shape, cfg.norm_eps) for _ in range(shape.num_layers))
+        self.norm = RMSNorm(shape.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)
+        if shape.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        cos, sin = rope_tables(shape.seq_len, shape.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self._init_weights(cfg.init_std)
+
+    def _init_weights(self, std: float) -> None:
+        # GPT-2 style: N(0, std) everywhere, residual-branch outputs scaled by 1/sqrt(2 L) so the
+        # residual stream's variance does not grow with depth (Radford et al. 2019).
+        resid_std = std / math.sqrt(2 * self.shape.num_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                continue
+            nn.init.normal_(p, mean=0.0, std=resid_std if name.endswith(("proj.weight", "down.weight")) else std)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        T = idx.shape[1]
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.tok_emb(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        logits = self.lm_head(self.norm(x))
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+
+    @torch.no_grad()
+    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token losses (nats), shape (B, T); used for per-domain validation."""
+        logits = self(idx)
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        return loss.view(targets.shape)
+
+    def param_groups(self) -> dict[str, int]:
+        """Real parameter counts by the groups of :func:`lab.counting.param_groups`."""
+        groups = {"embedding": 0, "lm_head": 0, "attention": 0, "mlp": 0, "norm": 0}
+        for name, p in self.named_parameters():  # named_parameters yields a tied weight once
+            if name.startswith("tok_emb."):
+                groups["embedding"] += p.numel()
+            elif name.startswith("lm_head."):
+                groups["lm_head"] += p.numel()
+            elif ".attn." in name:
+                groups["attention"] += p.numel()
+            elif ".mlp." in name:
+                groups["mlp"] += p.numel()
+            elif "norm" in name:
+                groups["norm"] += p.numel()
+            else:  # pragma: no cover - a new parameter must be assigned a group
+                raise AssertionError(f"parameter {name} belongs to no group")
+        return groups
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay matrices (and embeddings), not norm gains."""
+        decay, no_decay = [], []
+        for _, p in self.named_parameters():
+            (decay if p.dim() >= 2 else no_decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
