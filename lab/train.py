@@ -32,12 +32,12 @@ import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 import lab
-from lab.config import RunConfig, to_run_config
+from lab.config import RunConfig, TrainConfig, to_run_config
 from lab.counting import Shape, counts
 from lab.data import load_corpus
 from lab.data.mixture import MixtureSampler, resolve_mixture, validation_set
@@ -135,13 +135,40 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def make_optimizer(model: Transformer, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
-    t = cfg.train
+def make_optimizer(model: Transformer, t: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel (CPU and CUDA in recent torch) when available."""
     kw = dict(lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
-    try:  # the fused kernel (CPU and CUDA in recent torch) does one pass over all parameters
+    try:
         return torch.optim.AdamW(model.optimizer_groups(t.weight_decay), fused=True, **kw)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(model.optimizer_groups(t.weight_decay), foreach=True, **kw)
+
+
+def train_step(
+    fwd: torch.nn.Module,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    accum: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    grad_clip: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over ``accum`` micro-batches; returns (mean loss, pre-clip grad norm).
+
+    The benchmark times exactly this function, so its numbers are the trainer's numbers.
+    """
+    loss_sum = torch.zeros((), device=device)
+    for x, y in micro_batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, dtype):
+            loss = fwd(x, y)
+        (loss / accum).backward()
+        loss_sum += loss.detach()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum / accum, gnorm
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +286,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
     real = model.param_groups()
     if real != plan["counts"]["param_groups"]:  # formula and module must agree exactly
         raise AssertionError(f"parameter formula {plan['counts']['param_groups']} != module {real}")
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, t)
     use_compile = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
     fwd = torch.compile(model) if use_compile else model
     sampler = MixtureSampler(corpus, plan["mixture"], cfg.data.seq_len, t.seed)
@@ -300,20 +327,11 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
             lr = t.lr * lr_multiplier(step, steps, t.schedule, t.warmup, t.min_lr_ratio, t.decay, t.decay_shape)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for m in range(accum):
-                x, y, _ = sampler.batch(step, micro, m)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device, dtype):
-                    loss = fwd(x, y)
-                (loss / accum).backward()
-                loss_sum += loss.detach()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            micro_batches = (sampler.batch(step, micro, m)[:2] for m in range(accum))
+            loss, gnorm = train_step(fwd, model, optimizer, micro_batches, accum, device, dtype, t.grad_clip)
             seg_tokens += B
 
-            step_loss = float(loss_sum) / accum  # one sync per step; negligible for proxies
+            step_loss = float(loss)  # one sync per step; negligible for proxies
             if state["initial_loss"] is None:
                 state["initial_loss"] = step_loss
             state["win_loss"] += step_loss
