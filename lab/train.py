@@ -69,7 +69,8 @@ def plan_run(cfg: RunConfig, corpus: TokenCorpus) -> dict[str, Any]:
         val_weights = dict(mixture)
     else:
         val_weights = resolve_mixture(d.val_weights, corpus.names, natural, field="data.val_weights")
-    eval_domains = [n for n in corpus.names if val_weights.get(n, 0) > 0 or mixture.get(n, 0) > 0]
+    # Every domain is evaluated, trained on or not: mixing laws need the loss on all of them.
+    eval_domains = list(corpus.names)
     batch_seqs = t.batch_tokens // d.seq_len
     micro = t.micro_batch or batch_seqs
     target_tokens = float(t.tokens) if t.tokens is not None else float(t.flops) / c["flops_per_token"]
