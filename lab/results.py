@@ -1,0 +1,313 @@
+"""Run records -> tidy pandas tables -> Parquet. Analysis reads these tables, never logs.
+
+``python -m lab.results SWEEP_DIR... [--out FILE.parquet|.csv] [--curves FILE] [--quiet]``
+
+Every run folder (anything holding a ``result.json`` or a ``config.yaml`` written by
+:mod:`lab.train`) becomes
+
+* one row of the **runs** table: ``sweep``, ``run``, ``status``, ``error``, the flattened config
+  (``model.depth``, ``train.lr``, ...), the symbols of :mod:`lab.counting` (``params``,
+  ``params_total``, ``tokens``, ``flops``, ``batch_tokens``, ``lr``), ``schedule``, the mixture as
+  ``mix_<domain>``, final losses ``loss_train``, ``loss_val``, ``bpb_val`` and per domain
+  ``loss_val_<domain>`` / ``bpb_val_<domain>``, ``wall_s``, ``tokens_per_s``, and any ``tags``;
+* rows of the long **curves** table: ``sweep``, ``run``, ``step``, ``tokens``, ``flops``,
+  ``loss``, ``lr`` and, at evaluation steps, ``loss_val`` and ``loss_val_<domain>``.
+
+Runs without a ``result.json`` are listed with status ``incomplete`` (running, killed, or not
+started), never dropped. Collection is incremental and safe under concurrent writers: each run's
+rows are cached in ``<sweep>/.lab/`` keyed by the size and mtime of its files; runs write their own
+files atomically, and the cache is replaced atomically under a lock, so a reader never sees a
+half-written table and a run finishing mid-collection is picked up on the next call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from lab.io import atomic_write_bytes, locked
+
+CACHE_DIR = ".lab"
+RUN_FILES = ("result.json", "config.yaml", "metrics.jsonl")
+FIRST_COLUMNS = [
+    "sweep", "run", "status", "params", "params_total", "tokens", "flops", "batch_tokens", "lr", "schedule",
+    "loss_val", "bpb_val", "loss_train", "wall_s", "tokens_per_s", "error",
+]
+
+
+@dataclass
+class Tables:
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+
+
+def find_runs(sweep_dir: Path) -> list[Path]:
+    """Run folders under ``sweep_dir`` (itself included), sorted; hidden folders are skipped."""
+    found = set()
+    for name in ("result.json", "config.yaml"):
+        for p in sweep_dir.rglob(name):
+            rel = p.relative_to(sweep_dir).parts
+            if any(part.startswith(".") for part in rel[:-1]):
+                continue  # .hydra/config.yaml, .lab/, .submitit/
+            if name == "config.yaml" and not _is_lab_config(p):
+                continue
+            found.add(p.parent)
+    return sorted(found)
+
+
+def _is_lab_config(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(doc, dict) and "config" in doc and "derived" in doc
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and not key.endswith(("mixture", "val_weights")):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (dict, list)):
+            out[key] = json.dumps(v, sort_keys=True)  # keep one scalar cell (Parquet-friendly)
+        else:
+            out[key] = v
+    return out
+
+
+def read_run(run_dir: Path, sweep: str, run: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One run folder -> (runs-table row, curve rows)."""
+    row: dict[str, Any] = {"sweep": sweep, "run": run}
+    cfg_path, res_path, met_path = (run_dir / n for n in ("config.yaml", "result.json", "metrics.jsonl"))
+    if cfg_path.exists():
+        with open(cfg_path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+        row.update(_flatten(doc.get("config", {})))
+    if res_path.exists():
+        with open(res_path, encoding="utf-8") as f:
+            res = json.load(f)
+        if "config" in res and "model.depth" not in row:  # failed before config.yaml was written
+            row.update(_flatten(res["config"]))
+        for k, v in res.items():
+            if k in ("config", "traceback"):
+                continue
+            if k == "mixture":
+                row.update({f"mix_{d}": s for d, s in v.items()})
+            elif k == "val_weights":
+                row.update({f"valw_{d}": s for d, s in v.items()})
+            elif k == "loss_val_domains":
+                row.update({f"loss_val_{d}": s for d, s in v.items()})
+            elif k == "bpb_val_domains":
+                row.update({f"bpb_val_{d}": s for d, s in v.items()})
+            elif k == "tags":
+                row.update({str(t): tv for t, tv in (v or {}).items()})
+            elif k == "param_groups":
+                row.update({f"params_{g}": n for g, n in v.items()})
+            elif isinstance(v, (dict, list)):
+                row[k] = json.dumps(v, sort_keys=True)
+            else:
+                row[k] = v
+    else:
+        row["status"] = "incomplete"
+    curves: list[dict[str, Any]] = []
+    if met_path.exists():
+        with open(met_path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line being written right now; picked up next time
+                curves.append({"sweep": sweep, "run": run, **rec})
+    return row, curves
+
+
+def _fingerprint(run_dir: Path) -> list[int]:
+    fp = []
+    for name in RUN_FILES:
+        try:
+            st = (run_dir / name).stat()
+            fp += [st.st_size, st.st_mtime_ns]
+        except FileNotFoundError:
+            fp += [-1, -1]
+    return fp
+
+
+def collect_sweep(sweep_dir: Path, sweep: str | None = None, use_cache: bool = True) -> Tables:
+    """Runs and curves of one sweep folder, re-reading only runs whose files changed."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ValueError(f"SWEEP_DIR {str(sweep_dir)!r} is not a folder")
+    sweep = sweep or sweep_dir.resolve().name
+    cache = sweep_dir / CACHE_DIR
+    old_index, old_runs, old_curves = _load_cache(cache) if use_cache else ({}, None, None)
+    index, rows, curve_frames = {}, [], []
+    fresh_rows, fresh_curves = [], []
+    for run_dir in find_runs(sweep_dir):
+        run = str(run_dir.relative_to(sweep_dir)) if run_dir != sweep_dir else "."
+        fp = _fingerprint(run_dir)
+        index[run] = fp
+        if old_index.get(run) == fp and old_runs is not None:
+            rows.append(old_runs[old_runs["run"] == run])
+            if old_curves is not None and len(old_curves):
+                curve_frames.append(old_curves[old_curves["run"] == run])
+            continue
+        row, curves = read_run(run_dir, sweep, run)
+        fresh_rows.append(row)
+        fresh_curves.extend(curves)
+    if fresh_rows:
+        rows.append(pd.DataFrame(fresh_rows))
+    if fresh_curves:
+        curve_frames.append(pd.DataFrame(fresh_curves))
+    runs = _concat(rows)
+    curves = _concat(curve_frames)
+    if len(runs):
+        runs = runs.assign(sweep=sweep)
+    if len(curves):
+        curves = curves.assign(sweep=sweep)
+    if use_cache and (fresh_rows or set(index) != set(old_index)):
+        _save_cache(cache, index, runs, curves)
+    return Tables(_order(runs), curves)
+
+
+def collect(paths: Iterable[str | os.PathLike], use_cache: bool = True) -> Tables:
+    """Runs and curves tables of one or more sweep folders (a single run folder works too)."""
+    parts = [collect_sweep(Path(p), use_cache=use_cache) for p in paths]
+    if not parts:
+        raise ValueError("give at least one SWEEP_DIR")
+    return Tables(_order(_concat([t.runs for t in parts])), _concat([t.curves for t in parts]))
+
+
+def load_runs(*paths: str | os.PathLike) -> pd.DataFrame:
+    """The runs table of the given sweep folders (pandas API shortcut)."""
+    return collect(paths).runs
+
+
+def load_curves(*paths: str | os.PathLike) -> pd.DataFrame:
+    """The long curves table of the given sweep folders."""
+    return collect(paths).curves
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None and len(f)]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    if not len(df):
+        return df
+    first = [c for c in FIRST_COLUMNS if c in df.columns]
+    rest = sorted(c for c in df.columns if c not in first)
+    return df[first + rest].sort_values(["sweep", "run"], kind="stable").reset_index(drop=True)
+
+
+def _load_cache(cache: Path) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
+    try:
+        index = json.loads((cache / "index.json").read_text())
+        runs = pd.read_parquet(cache / "runs.parquet")
+        curves = pd.read_parquet(cache / "curves.parquet") if (cache / "curves.parquet").exists() else None
+        return index, runs, curves
+    except (OSError, ValueError):  # no cache yet, or an unreadable one: rebuild it
+        return {}, None, None
+
+
+def _save_cache(cache: Path, index: dict, runs: pd.DataFrame, curves: pd.DataFrame) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    with locked(cache / ".lock"):
+        atomic_write_bytes(cache / "runs.parquet", _parquet_bytes(runs))
+        atomic_write_bytes(cache / "curves.parquet", _parquet_bytes(curves))
+        atomic_write_bytes(cache / "index.json", json.dumps(index, sort_keys=True).encode())
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    _parquet_safe(df).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    # Mixed-type object columns (e.g. a config value that is None in one run, a number in another)
+    # cannot be written to Parquet as is: store them as strings.
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object:
+            kinds = {type(v) for v in df[c] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+            if len(kinds) > 1:
+                df[c] = df[c].map(lambda v: None if v is None else str(v))
+    return df
+
+
+def save_table(df: pd.DataFrame, out: str | os.PathLike) -> Path:
+    """Write a table atomically as Parquet (``.parquet``) or CSV (``.csv``)."""
+    out = Path(out)
+    if out.suffix == ".parquet":
+        atomic_write_bytes(out, _parquet_bytes(df))
+    elif out.suffix == ".csv":
+        atomic_write_bytes(out, df.to_csv(index=False).encode())
+    else:
+        raise ValueError(f"--out: {out.name!r} must end in .parquet or .csv")
+    return out
+
+
+def summary(runs: pd.DataFrame) -> str:
+    """A readable summary: counts by status and the completed runs' key numbers."""
+    if not len(runs):
+        return "no runs found"
+    lines = []
+    counts = runs["status"].value_counts().to_dict()
+    lines.append(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    cols = [c for c in ("run", "status", "params", "tokens", "flops", "lr", "loss_val", "bpb_val", "wall_s") if c in runs]
+    view = runs[cols].copy()
+    fmt = {
+        "params": "{:,.0f}".format, "tokens": "{:.3g}".format, "flops": "{:.3g}".format, "lr": "{:.2g}".format,
+        "loss_val": "{:.4f}".format, "bpb_val": "{:.4f}".format, "wall_s": "{:.0f}".format,
+    }
+    for c, f in fmt.items():
+        if c in view:
+            view[c] = view[c].map(lambda v, f=f: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f(v))
+    lines.append(view.to_string(index=False))
+    failed = runs[runs["status"].isin(["failed", "diverged"])] if "status" in runs else runs.iloc[:0]
+    for _, r in failed.iterrows():
+        lines.append(f"  {r['run']}: {r['status']}: {r.get('error')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab.results", description=__doc__.split("\n\n")[0])
+    ap.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR")
+    ap.add_argument("--out", help="write the runs table here (.parquet or .csv)")
+    ap.add_argument("--curves", help="write the curves table here (.parquet or .csv)")
+    ap.add_argument("--no-cache", action="store_true", help="re-read every run (ignore <sweep>/.lab)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        t = collect(args.sweeps, use_cache=not args.no_cache)
+        if not args.quiet:
+            print(summary(t.runs))
+        for table, out in ((t.runs, args.out), (t.curves, args.curves)):
+            if out:
+                print(f"wrote {save_table(table, out)} ({len(table)} rows)")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
