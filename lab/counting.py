@@ -244,3 +244,45 @@ def tokens_for_flops(flops: float, shape: Shape) -> float:
 def shape_from_mapping(m: Mapping[str, Any]) -> Shape:
     """Rebuild a Shape from a record's ``shape`` dict."""
     return Shape(**{k: m[k] for k in Shape.__dataclass_fields__})
+
+
+def shape_for_params(
+    target_params: float,
+    *,
+    vocab_size: int,
+    seq_len: int,
+    aspect: int = 32,
+    head_dim: int = 32,
+    kv_ratio: int = 1,
+    ffn_mult: float = 8.0 / 3.0,
+    ffn_multiple_of: int = 32,
+    tie_embeddings: bool = False,
+    max_layers: int = 48,
+) -> Shape:
+    """The shape whose N is closest (in log) to ``target_params`` with width/depth near ``aspect``.
+
+    The depth knob alone moves N in coarse steps (N ~ 12 aspect^2 depth^3: depth 1 -> 2 is 8x),
+    too coarse for an IsoFLOP profile. This searches every depth and every width that is a
+    multiple of ``head_dim`` within a factor 2 of ``aspect * depth`` and minimises
+    ``|log N - log target| + 0.1 |log(d_model / (aspect * depth))|``, so sizes land within a few
+    percent of the target while the aspect ratio stays near the rule's.
+    """
+    if not (target_params > 0 and math.isfinite(target_params)):
+        raise ValueError(f"target params must be positive and finite, got {target_params!r}")
+    best, best_score = None, math.inf
+    for layers in range(1, max_layers + 1):
+        lo = max(head_dim, _round_up(aspect * layers / 2, head_dim))
+        hi = max(lo, _round_up(aspect * layers * 2, head_dim))
+        for d in range(lo, hi + 1, head_dim):
+            heads = d // head_dim
+            if heads % kv_ratio:
+                continue
+            s = resolve_shape(
+                vocab_size=vocab_size, seq_len=seq_len, num_layers=layers, d_model=d, head_dim=head_dim,
+                kv_ratio=kv_ratio, ffn_mult=ffn_mult, ffn_multiple_of=ffn_multiple_of, tie_embeddings=tie_embeddings,
+            )
+            score = abs(math.log(non_embedding_params(s) / target_params)) + 0.1 * abs(math.log(d / (aspect * layers)))
+            if score < best_score:
+                best, best_score = s, score
+    assert best is not None
+    return best

@@ -1,0 +1,221 @@
+"""Sweep designs: grids of proxy runs computed from a few numbers, never typed by hand.
+
+Each design function returns a list of :class:`RunSpec`: the Hydra-style overrides of one run
+(``model.num_layers=3``, ``train.flops=1e12``, ...) plus the derived N, D, C, batch, LR and
+mixture, so a sweep can print its plan (:func:`plan_table`) before any compute is spent. Pure
+arithmetic on :mod:`lab.counting`; no torch.
+
+* :func:`isoflop`: for each budget C, ``n_sizes`` model sizes log-spaced from ``1/spread`` to
+  ``spread`` times a prior compute-optimal N (Hoffmann et al. 2022, arXiv:2203.15556, approach 2),
+  each given the D that spends exactly C (to within half a batch).
+* :func:`kaplan`: a model-size x token-budget grid (Kaplan et al. 2020, arXiv:2001.08361).
+* :func:`batch_lr`: batch size x learning rate at several budgets, model size from the prior
+  (DeepSeek LLM, arXiv:2401.02954; Li et al. 2025 "Step Law", arXiv:2503.04715).
+* :func:`mixtures`: Dirichlet-sampled domain mixtures (seeded) at several sizes (Ye et al. 2024,
+  arXiv:2403.16952; Liu et al. 2024 "RegMix", arXiv:2407.01492).
+
+The prior for the compute-optimal size is ``D = tokens_per_param * N`` (20, Chinchilla's rule of
+thumb), solved with the lab's FLOP convention: ``C = flops_per_token(N) * tokens_per_param * N``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from lab.counting import Shape, counts, flops_per_token, shape_for_params
+
+SHAPE_KEYS = ("num_layers", "d_model", "num_heads", "num_kv_heads", "d_ff")
+
+
+@dataclass
+class RunSpec:
+    """One planned run: overrides for ``lab.train`` and the quantities they imply."""
+
+    name: str
+    overrides: dict[str, Any]
+    params: int
+    tokens: float
+    flops: float
+    batch_tokens: int
+    lr: float
+    mixture: Any = "natural"
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    def override_list(self) -> list[str]:
+        return [f"{k}={_fmt_override(v)}" for k, v in self.overrides.items()]
+
+
+def _fmt_override(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt_override(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+@dataclass(frozen=True)
+class ShapeRule:
+    """What is fixed across a design: vocabulary, context, aspect ratio, head size."""
+
+    vocab_size: int = 256
+    seq_len: int = 256
+    aspect: int = 32
+    head_dim: int = 16  # small heads give finer size steps at the tiny end of a design
+    kv_ratio: int = 1
+
+    def shape(self, params: float) -> Shape:
+        return shape_for_params(
+            params, vocab_size=self.vocab_size, seq_len=self.seq_len, aspect=self.aspect,
+            head_dim=self.head_dim, kv_ratio=self.kv_ratio,
+        )
+
+
+def prior_optimal_params(flops: float, rule: ShapeRule, tokens_per_param: float = 20.0) -> float:
+    """N with ``flops_per_token(N) * tokens_per_param * N = C`` (bisection in log N).
+
+    The shape inside ``flops_per_token`` is the continuous shape rule (N ~ 12 d^2 L with
+    d = aspect * L), which is all a prior needs and costs nothing to evaluate.
+    """
+    if not (flops > 0 and math.isfinite(flops)):
+        raise ValueError(f"design budget: FLOPs must be positive and finite, got {flops!r}")
+
+    def fpt(n: float) -> float:
+        layers = (n / (12 * rule.aspect**2)) ** (1 / 3)
+        d = rule.aspect * layers
+        return 6 * (n + d * rule.vocab_size + layers * rule.seq_len * d)
+
+    lo, hi = 1e1, 1e15
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if fpt(mid) * tokens_per_param * mid < flops else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def _spec(name: str, shape: Shape, flops: float | None, tokens: float | None, batch: int, lr: float,
+          mixture: Any = "natural", tags: dict[str, Any] | None = None) -> RunSpec:
+    fpt = flops_per_token(shape)
+    target = tokens if tokens is not None else flops / fpt
+    steps = int(round(target / batch))
+    if steps < 1:
+        raise ValueError(
+            f"design point {name}: N={counts(shape)['params']:,} gets only {target:.3g} tokens, less than half "
+            f"a batch of {batch}; raise the budget, shrink the sizes or lower batch_tokens"
+        )
+    over: dict[str, Any] = {f"model.{k}": getattr(shape, k) for k in SHAPE_KEYS}
+    over["train.batch_tokens"] = batch
+    over["train.lr"] = lr
+    if flops is not None:
+        over["train.flops"] = float(flops)
+    else:
+        over["train.tokens"] = float(tokens)
+    if mixture != "natural":
+        over["data.mixture"] = mixture
+    return RunSpec(
+        name=name, overrides=over, params=counts(shape)["params"], tokens=steps * batch * 1.0,
+        flops=steps * batch * fpt, batch_tokens=batch, lr=lr, mixture=mixture, tags=dict(tags or {}),
+    )
+
+
+def log_spread(center: float, n: int, spread: float) -> list[float]:
+    """``n`` values log-spaced from center/spread to center*spread (just center when n == 1)."""
+    if n < 1 or spread < 1:
+        raise ValueError(f"design: need n_sizes >= 1 and spread >= 1, got {n}, {spread}")
+    if n == 1:
+        return [center]
+    return [center * spread ** (2 * k / (n - 1) - 1) for k in range(n)]
+
+
+def isoflop(budgets: Sequence[float], n_sizes: int = 5, spread: float = 4.0, batch_tokens: int = 4096,
+            lr: float = 3e-3, rule: ShapeRule = ShapeRule(), tokens_per_param: float = 20.0) -> list[RunSpec]:
+    """IsoFLOP profiles: per budget, ``n_sizes`` shapes around the prior optimum, each spending C."""
+    if not budgets:
+        raise ValueError("isoflop design: the list of budgets is empty")
+    out = []
+    for C in budgets:
+        center = prior_optimal_params(C, rule, tokens_per_param)
+        seen: set[tuple[int, int]] = set()
+        for k, n in enumerate(log_spread(center, n_sizes, spread)):
+            shape = rule.shape(n)
+            if (shape.num_layers, shape.d_model) in seen:
+                continue  # two targets rounded to one shape: keep one run
+            seen.add((shape.num_layers, shape.d_model))
+            out.append(_spec(f"C{C:.0e}_n{k}", shape, C, None, batch_tokens, lr,
+                             tags={"design": "isoflop", "budget": float(C), "size_index": k}))
+    return out
+
+
+def kaplan(sizes: Sequence[float], tokens: Sequence[float], batch_tokens: int = 4096, lr: float = 3e-3,
+           rule: ShapeRule = ShapeRule()) -> list[RunSpec]:
+    """Model size x token budget grid."""
+    if not sizes or not tokens:
+        raise ValueError("kaplan design: sizes and tokens must both be non-empty")
+    out = []
+    for i, n in enumerate(sizes):
+        shape = rule.shape(n)
+        for j, d in enumerate(tokens):
+            out.append(_spec(f"N{i}_D{j}", shape, None, d, batch_tokens, lr,
+                             tags={"design": "kaplan", "size_index": i, "token_index": j}))
+    return out
+
+
+def batch_lr(budgets: Sequence[float], batches: Sequence[int], lrs: Sequence[float],
+             rule: ShapeRule = ShapeRule(), tokens_per_param: float = 20.0) -> list[RunSpec]:
+    """Batch size x peak LR at each budget; the model is the prior compute-optimal size."""
+    if len(batches) < 2 or len(lrs) < 2:
+        raise ValueError("batch_lr design: need at least two batch sizes and two learning rates to locate an optimum")
+    out = []
+    for C in budgets:
+        shape = rule.shape(prior_optimal_params(C, rule, tokens_per_param))
+        for b in batches:
+            if b % rule.seq_len:
+                raise ValueError(f"batch_lr design: batch {b} is not a multiple of seq_len={rule.seq_len}")
+            for lr in lrs:
+                out.append(_spec(f"C{C:.0e}_B{b}_lr{lr:.0e}", shape, C, None, b, lr,
+                                 tags={"design": "batch_lr", "budget": float(C)}))
+    return out
+
+
+def dirichlet_mixtures(domains: Sequence[str], n: int, alpha: float = 1.0, seed: int = 0, decimals: int = 4) -> list[dict[str, float]]:
+    """``n`` mixtures drawn from Dirichlet(alpha) over ``domains`` (seeded, rounded, summing to 1)."""
+    if len(domains) < 2:
+        raise ValueError("mixture design: need at least two domains")
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in rng.dirichlet(np.full(len(domains), alpha), size=n):
+        r = np.round(p, decimals)
+        r[np.argmax(r)] += round(1.0 - r.sum(), decimals)  # exact sum after rounding
+        out.append({d: float(x) for d, x in zip(domains, r)})
+    return out
+
+
+def mixtures(domains: Sequence[str], n_mixtures: int, sizes: Sequence[float], tokens_per_param: float = 20.0,
+             batch_tokens: int = 4096, lr: float = 3e-3, alpha: float = 1.0, seed: int = 0,
+             rule: ShapeRule = ShapeRule()) -> list[RunSpec]:
+    """Dirichlet-sampled mixtures, each trained at every size with D = tokens_per_param * N."""
+    out = []
+    mixes = dirichlet_mixtures(domains, n_mixtures, alpha, seed)
+    for i, n in enumerate(sizes):
+        shape = rule.shape(n)
+        d = tokens_per_param * counts(shape)["params"]
+        for j, mix in enumerate(mixes):
+            out.append(_spec(f"N{i}_m{j}", shape, None, d, batch_tokens, lr, mixture=mix,
+                             tags={"design": "mixture", "mixture_index": j, "size_index": i}))
+    return out
+
+
+def plan_table(specs: Sequence[RunSpec], flops_per_s: float | None = None) -> str:
+    """The dry-run table: one line per run, the total compute and an estimated wall time."""
+    lines = [f"{'run':<22s} {'N':>11s} {'D':>10s} {'C':>10s} {'B':>6s} {'lr':>8s}  mixture"]
+    for s in specs:
+        mix = "natural" if s.mixture == "natural" else ", ".join(f"{k}={v:.2f}" for k, v in s.mixture.items() if v > 0)
+        lines.append(f"{s.name:<22s} {s.params:>11,} {s.tokens:>10.3g} {s.flops:>10.3g} {s.batch_tokens:>6d} {s.lr:>8.2g}  {mix}")
+    total = sum(s.flops for s in specs)
+    tail = f"{len(specs)} runs, total C = {total:.3g} FLOPs"
+    if flops_per_s:
+        tail += f", about {total / flops_per_s / 60:.1f} min at {flops_per_s / 1e9:.1f} GFLOP/s"
+    lines.append(tail)
+    return "\n".join(lines)
