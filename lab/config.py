@@ -156,6 +156,59 @@ class RunConfig:
         return self
 
 
+DESIGN_KINDS = ("none", "isoflop", "kaplan", "batch_lr", "mixture")
+
+
+@dataclass
+class DesignConfig:
+    """Which point of a sweep design this job is (see :mod:`lab.designs`).
+
+    Sweep files sweep the per-job axes (``budget``, ``size``, ``tokens``, ``mixture``) with Hydra;
+    the job turns its point into a model shape and a budget in Python. ``none``: the run's own
+    config is used as is (a plain grid over any keys).
+    """
+
+    kind: str = "none"
+    budget: Optional[float] = None  # C of this job (isoflop, batch_lr)
+    size: Optional[int] = None  # size index (isoflop: 0..n_sizes-1 around the prior optimum; kaplan/mixture: into sizes)
+    tokens: Optional[float] = None  # D of this job (kaplan)
+    mixture: Optional[int] = None  # mixture index (mixture design)
+    n_sizes: int = 5
+    spread: float = 4.0  # isoflop: sizes from 1/spread to spread x the prior optimum
+    tokens_per_param: float = 20.0  # prior for the compute-optimal size (Chinchilla's ~20)
+    sizes: Any = None  # kaplan / mixture: list of target N
+    n_mixtures: int = 8
+    alpha: float = 1.0  # Dirichlet concentration of sampled mixtures
+    seed: int = 0
+    aspect: int = 32
+    head_dim: int = 16
+
+    def validate(self) -> "DesignConfig":
+        _choice("design.kind", self.kind, DESIGN_KINDS)
+        needs = {"isoflop": ("budget", "size"), "kaplan": ("size", "tokens"), "batch_lr": ("budget",),
+                 "mixture": ("size", "mixture")}.get(self.kind, ())
+        for name in needs:
+            if getattr(self, name) is None:
+                raise ValueError(f"design.{name}: the {self.kind} design needs it set (swept by the sweep file)")
+        if self.kind == "isoflop" and not (0 <= self.size < self.n_sizes):
+            raise ValueError(f"design.size: {self.size} is outside range(design.n_sizes={self.n_sizes})")
+        if self.kind in ("kaplan", "mixture"):
+            if not self.sizes:
+                raise ValueError(f"design.sizes: the {self.kind} design needs a list of target sizes N")
+            if not (0 <= self.size < len(self.sizes)):
+                raise ValueError(f"design.size: {self.size} is outside range(len(design.sizes)={len(self.sizes)})")
+        if self.kind == "mixture" and not (0 <= self.mixture < self.n_mixtures):
+            raise ValueError(f"design.mixture: {self.mixture} is outside range(design.n_mixtures={self.n_mixtures})")
+        return self
+
+
+@dataclass
+class SweepConfig(RunConfig):
+    """A sweep job: a run plus the design point it stands for."""
+
+    design: DesignConfig = field(default_factory=DesignConfig)
+
+
 def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{field_name}: {value!r} is not one of {', '.join(allowed)}")
@@ -185,19 +238,19 @@ def _build(cls: type, values: Any) -> Any:
     return cls(**kwargs)
 
 
-def to_run_config(cfg: Any) -> RunConfig:
-    """Typed :class:`RunConfig` from a Hydra DictConfig, a plain dict or a RunConfig."""
+def to_run_config(cfg: Any, cls: type = RunConfig) -> RunConfig:
+    """Typed :class:`RunConfig` (or ``cls``) from a Hydra DictConfig, a plain dict or a RunConfig."""
     if isinstance(cfg, RunConfig):
         return cfg
     try:
         from omegaconf import DictConfig, OmegaConf
 
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
+        if isinstance(cfg, DictConfig):  # the hydra node is not part of a run (and may not resolve)
+            cfg = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     except ImportError:  # pragma: no cover - omegaconf ships with hydra-core, a core dependency
         pass
     cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    return _build(RunConfig, cfg)
+    return _build(cls, cfg)
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -210,5 +263,6 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="sweep_schema", node=SweepConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)

@@ -131,21 +131,30 @@ def log_spread(center: float, n: int, spread: float) -> list[float]:
 
 def isoflop(budgets: Sequence[float], n_sizes: int = 5, spread: float = 4.0, batch_tokens: int = 4096,
             lr: float = 3e-3, rule: ShapeRule = ShapeRule(), tokens_per_param: float = 20.0) -> list[RunSpec]:
-    """IsoFLOP profiles: per budget, ``n_sizes`` shapes around the prior optimum, each spending C."""
+    """IsoFLOP profiles: per budget, ``n_sizes`` shapes around the prior optimum, each spending C.
+
+    Two size targets that round to the same shape give one run (the first index keeps it).
+    """
     if not budgets:
         raise ValueError("isoflop design: the list of budgets is empty")
     out = []
     for C in budgets:
-        center = prior_optimal_params(C, rule, tokens_per_param)
         seen: set[tuple[int, int]] = set()
-        for k, n in enumerate(log_spread(center, n_sizes, spread)):
-            shape = rule.shape(n)
-            if (shape.num_layers, shape.d_model) in seen:
-                continue  # two targets rounded to one shape: keep one run
-            seen.add((shape.num_layers, shape.d_model))
-            out.append(_spec(f"C{C:.0e}_n{k}", shape, C, None, batch_tokens, lr,
-                             tags={"design": "isoflop", "budget": float(C), "size_index": k}))
+        for k in range(n_sizes):
+            s = isoflop_point(C, k, n_sizes, spread, batch_tokens, lr, rule, tokens_per_param)
+            key = (s.overrides["model.num_layers"], s.overrides["model.d_model"])
+            if key not in seen:
+                seen.add(key)
+                out.append(s)
     return out
+
+
+def isoflop_point(C: float, k: int, n_sizes: int = 5, spread: float = 4.0, batch_tokens: int = 4096,
+                  lr: float = 3e-3, rule: ShapeRule = ShapeRule(), tokens_per_param: float = 20.0) -> RunSpec:
+    """Size ``k`` of ``n_sizes`` of the IsoFLOP profile at budget C."""
+    n = log_spread(prior_optimal_params(C, rule, tokens_per_param), n_sizes, spread)[k]
+    return _spec(f"C{C:.0e}_n{k}", rule.shape(n), C, None, batch_tokens, lr,
+                 tags={"design": "isoflop", "budget": float(C), "size_index": k})
 
 
 def kaplan(sizes: Sequence[float], tokens: Sequence[float], batch_tokens: int = 4096, lr: float = 3e-3,
@@ -153,13 +162,14 @@ def kaplan(sizes: Sequence[float], tokens: Sequence[float], batch_tokens: int = 
     """Model size x token budget grid."""
     if not sizes or not tokens:
         raise ValueError("kaplan design: sizes and tokens must both be non-empty")
-    out = []
-    for i, n in enumerate(sizes):
-        shape = rule.shape(n)
-        for j, d in enumerate(tokens):
-            out.append(_spec(f"N{i}_D{j}", shape, None, d, batch_tokens, lr,
-                             tags={"design": "kaplan", "size_index": i, "token_index": j}))
-    return out
+    return [kaplan_point(n, d, batch_tokens, lr, rule, i, j) for i, n in enumerate(sizes) for j, d in enumerate(tokens)]
+
+
+def kaplan_point(n: float, d: float, batch_tokens: int = 4096, lr: float = 3e-3, rule: ShapeRule = ShapeRule(),
+                 i: int = 0, j: int = 0) -> RunSpec:
+    """The run of target size ``n`` trained on ``d`` tokens."""
+    return _spec(f"N{i}_D{d:.0e}", rule.shape(n), None, d, batch_tokens, lr,
+                 tags={"design": "kaplan", "size_index": i, "token_index": j})
 
 
 def batch_lr(budgets: Sequence[float], batches: Sequence[int], lrs: Sequence[float],
@@ -167,16 +177,17 @@ def batch_lr(budgets: Sequence[float], batches: Sequence[int], lrs: Sequence[flo
     """Batch size x peak LR at each budget; the model is the prior compute-optimal size."""
     if len(batches) < 2 or len(lrs) < 2:
         raise ValueError("batch_lr design: need at least two batch sizes and two learning rates to locate an optimum")
-    out = []
-    for C in budgets:
-        shape = rule.shape(prior_optimal_params(C, rule, tokens_per_param))
-        for b in batches:
-            if b % rule.seq_len:
-                raise ValueError(f"batch_lr design: batch {b} is not a multiple of seq_len={rule.seq_len}")
-            for lr in lrs:
-                out.append(_spec(f"C{C:.0e}_B{b}_lr{lr:.0e}", shape, C, None, b, lr,
-                                 tags={"design": "batch_lr", "budget": float(C)}))
-    return out
+    return [batch_lr_point(C, b, lr, rule, tokens_per_param) for C in budgets for b in batches for lr in lrs]
+
+
+def batch_lr_point(C: float, batch: int, lr: float, rule: ShapeRule = ShapeRule(),
+                   tokens_per_param: float = 20.0) -> RunSpec:
+    """The prior compute-optimal model at budget C, trained with this batch and peak LR."""
+    if batch % rule.seq_len:
+        raise ValueError(f"batch_lr design: batch {batch} is not a multiple of seq_len={rule.seq_len}")
+    shape = rule.shape(prior_optimal_params(C, rule, tokens_per_param))
+    return _spec(f"C{C:.0e}_B{batch}_lr{lr:.0e}", shape, C, None, batch, lr,
+                 tags={"design": "batch_lr", "budget": float(C)})
 
 
 def dirichlet_mixtures(domains: Sequence[str], n: int, alpha: float = 1.0, seed: int = 0, decimals: int = 4) -> list[dict[str, float]]:
@@ -196,15 +207,18 @@ def mixtures(domains: Sequence[str], n_mixtures: int, sizes: Sequence[float], to
              batch_tokens: int = 4096, lr: float = 3e-3, alpha: float = 1.0, seed: int = 0,
              rule: ShapeRule = ShapeRule()) -> list[RunSpec]:
     """Dirichlet-sampled mixtures, each trained at every size with D = tokens_per_param * N."""
-    out = []
     mixes = dirichlet_mixtures(domains, n_mixtures, alpha, seed)
-    for i, n in enumerate(sizes):
-        shape = rule.shape(n)
-        d = tokens_per_param * counts(shape)["params"]
-        for j, mix in enumerate(mixes):
-            out.append(_spec(f"N{i}_m{j}", shape, None, d, batch_tokens, lr, mixture=mix,
-                             tags={"design": "mixture", "mixture_index": j, "size_index": i}))
-    return out
+    return [mixture_point(mix, n, tokens_per_param, batch_tokens, lr, rule, i, j)
+            for i, n in enumerate(sizes) for j, mix in enumerate(mixes)]
+
+
+def mixture_point(mix: dict[str, float], n: float, tokens_per_param: float = 20.0, batch_tokens: int = 4096,
+                  lr: float = 3e-3, rule: ShapeRule = ShapeRule(), i: int = 0, j: int = 0) -> RunSpec:
+    """Target size ``n`` trained on mixture ``mix`` for ``tokens_per_param * N`` tokens."""
+    shape = rule.shape(n)
+    d = tokens_per_param * counts(shape)["params"]
+    return _spec(f"N{i}_m{j}", shape, None, d, batch_tokens, lr, mixture=mix,
+                 tags={"design": "mixture", "mixture_index": j, "size_index": i})
 
 
 def plan_table(specs: Sequence[RunSpec], flops_per_s: float | None = None) -> str:
@@ -216,6 +230,7 @@ def plan_table(specs: Sequence[RunSpec], flops_per_s: float | None = None) -> st
     total = sum(s.flops for s in specs)
     tail = f"{len(specs)} runs, total C = {total:.3g} FLOPs"
     if flops_per_s:
-        tail += f", about {total / flops_per_s / 60:.1f} min at {flops_per_s / 1e9:.1f} GFLOP/s"
+        tail += (f", about {total / flops_per_s / 60:.1f} min of training at {flops_per_s / 1e9:.1f} GFLOP/s "
+                 f"(probed; start-up and evaluation come on top)")
     lines.append(tail)
     return "\n".join(lines)

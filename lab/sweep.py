@@ -1,0 +1,430 @@
+"""Sweeps: ``python -m lab.sweep -cn DESIGN -m [overrides]``, a Hydra multirun of proxy runs.
+
+Designs live in ``sweeps/`` (``smoke``, ``isoflop``, ``kaplan``, ``batch_lr``, ``mixture``); each
+sweeps a few per-job axes (``design.budget``, ``design.size``, ...) and every job turns its point
+into a model shape and a budget in Python (:mod:`lab.designs`), then calls :func:`lab.train.train`
+with ``run_dir`` = its own Hydra output folder. Launchers (``conf/hydra/launcher``): ``local``
+(submitit, default; at most one training job per core, or per GPU, via file-lock slots) and
+``slurm`` (``hydra/launcher=slurm``).
+
+* ``--plan``: print the expanded design (N, D, C, batch, LR, mixture per run), the total compute
+  and an estimated wall time from a quick speed probe, and launch nothing. A real launch prints
+  the same table first.
+* Relaunching a sweep into the same ``hydra.sweep.dir`` (the default folder has no timestamp)
+  skips finished runs and resumes interrupted ones from their checkpoints.
+* A failed or diverged run is recorded (``result.json``) and never stops the rest of the grid.
+* While it runs, a progress line (done / running / failed, ETA); at the end the runs and curves
+  tables are written to ``<sweep dir>/runs.parquet`` and ``curves.parquet`` with a summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import os
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from lab.config import DesignConfig, RunConfig, SweepConfig, register_configs, to_run_config
+from lab.designs import (
+    RunSpec,
+    ShapeRule,
+    batch_lr_point,
+    dirichlet_mixtures,
+    isoflop_point,
+    kaplan_point,
+    mixture_point,
+    plan_table,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEPS, CONF = ROOT / "sweeps", ROOT / "conf"
+PROGRESS_EVERY_S = 15.0
+
+
+# --------------------------------------------------------------------------------------------
+# Design point -> run config
+# --------------------------------------------------------------------------------------------
+
+
+def _rule(cfg: SweepConfig) -> ShapeRule:
+    vocab = 256 if cfg.data.tokenizer == "byte" else cfg.data.bpe_vocab_size
+    d = cfg.design
+    return ShapeRule(vocab_size=vocab, seq_len=cfg.data.seq_len, aspect=d.aspect, head_dim=d.head_dim,
+                     kv_ratio=cfg.model.kv_ratio)
+
+
+def _domains(cfg: RunConfig) -> list[str]:
+    from lab.data.build import ensure_corpus
+    from lab.io import read_json
+
+    return sorted(read_json(Path(ensure_corpus(cfg.data.corpus, root=cfg.data.root)) / "manifest.json")["domains"])
+
+
+class DuplicatePoint(Exception):
+    """A design point whose shape equals another point's: the job is skipped, not run twice."""
+
+
+def design_spec(cfg: SweepConfig) -> RunSpec | None:
+    """The :class:`RunSpec` of this job's design point (None for ``design.kind=none``)."""
+    d: DesignConfig = cfg.design.validate()
+    t, rule = cfg.train, _rule(cfg)
+    if d.kind == "none":
+        return None
+    if d.kind == "isoflop":
+        points = [isoflop_point(d.budget, k, d.n_sizes, d.spread, t.batch_tokens, t.lr, rule, d.tokens_per_param)
+                  for k in range(d.size + 1)]
+        shape = lambda s: tuple(v for k, v in s.overrides.items() if k.startswith("model."))  # noqa: E731
+        if any(shape(p) == shape(points[-1]) for p in points[:-1]):
+            raise DuplicatePoint(f"design.size={d.size} rounds to the same shape as a smaller index at this budget")
+        return points[-1]
+    if d.kind == "kaplan":
+        return kaplan_point(float(d.sizes[d.size]), d.tokens, t.batch_tokens, t.lr, rule, d.size)
+    if d.kind == "batch_lr":
+        return batch_lr_point(d.budget, t.batch_tokens, t.lr, rule, d.tokens_per_param)
+    mix = dirichlet_mixtures(_domains(cfg), d.n_mixtures, d.alpha, d.seed)[d.mixture]
+    return mixture_point(mix, float(d.sizes[d.size]), d.tokens_per_param, t.batch_tokens, t.lr, rule, d.size, d.mixture)
+
+
+def job_config(cfg: SweepConfig) -> tuple[SweepConfig, RunSpec]:
+    """This job's run config (design applied) and its spec; validated, nothing run."""
+    spec = design_spec(cfg)
+    if spec is not None:
+        o = spec.overrides
+        model = replace(cfg.model, depth=None, **{k.split(".", 1)[1]: v for k, v in o.items() if k.startswith("model.")})
+        train = replace(cfg.train, batch_tokens=spec.batch_tokens, lr=spec.lr,
+                        tokens=o.get("train.tokens"), flops=o.get("train.flops"))
+        data = replace(cfg.data, mixture=spec.mixture) if spec.mixture != "natural" else cfg.data
+        cfg = replace(cfg, model=model, train=train, data=data, tags={**cfg.tags, **spec.tags})
+    else:
+        spec = _plain_spec(cfg)
+    cfg.validate()
+    return cfg, spec
+
+
+def _plain_spec(cfg: SweepConfig) -> RunSpec:
+    """A RunSpec for a job without a design (its config taken as is)."""
+    from lab.counting import counts, flops_per_token
+    from lab.model import shape_from_config
+
+    t = cfg.train
+    shape = shape_from_config(cfg.model, _rule(cfg).vocab_size, cfg.data.seq_len)
+    fpt = flops_per_token(shape)
+    target = t.tokens if t.tokens is not None else t.flops / fpt
+    tokens = max(1, round(target / t.batch_tokens)) * t.batch_tokens
+    return RunSpec(name="run", overrides={}, params=counts(shape)["params"], tokens=float(tokens),
+                   flops=tokens * fpt, batch_tokens=t.batch_tokens, lr=t.lr, mixture=cfg.data.mixture)
+
+
+# --------------------------------------------------------------------------------------------
+# Grid expansion (the same product Hydra's basic sweeper runs) and the plan
+# --------------------------------------------------------------------------------------------
+
+
+def expand_grid(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> list[list[str]]:
+    """Every job's overrides: the cartesian product of the sweep axes, plain overrides on each."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    axes: dict[str, list[str]] = {}
+    plain: list[str] = []
+    params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    for ov in parser.parse_overrides(params + list(task_overrides)):
+        key = ov.get_key_element()
+        if ov.is_sweep_override():
+            axes[key] = [f"{key}={v}" for v in ov.sweep_string_iterator()]
+        else:
+            axes.pop(key, None)  # a plain command-line value replaces a swept axis
+            plain.append(ov.input_line)
+    if not axes:
+        return [plain]
+    grid = [list(combo) + plain for combo in itertools.product(*axes.values())]
+    if not grid:
+        raise ValueError("the sweep grid is empty: an axis has no values")
+    return grid
+
+
+def _compose(config_name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+            return compose(config_name, overrides=[f"hydra.searchpath=[file://{CONF}]", *overrides],
+                           return_hydra_config=True)
+    except HydraException as e:  # unknown keys, missing designs, bad overrides: one clear line
+        raise ValueError(str(e).strip().splitlines()[0]) from None
+
+
+def plan_jobs(config_name: str, overrides: list[str]) -> list[tuple[list[str], SweepConfig, RunSpec]]:
+    """Compose and validate every job of a sweep; raises ValueError before anything runs."""
+    base = _compose(config_name, [o for o in overrides if not _is_sweep(o)])
+    grid = expand_grid(dict(base.hydra.sweeper.params or {}), overrides)
+    jobs = []
+    for job_overrides in grid:
+        cfg = to_run_config(_compose(config_name, job_overrides), SweepConfig)
+        try:
+            run_cfg, spec = job_config(cfg)
+        except DuplicatePoint:
+            continue
+        except ValueError as e:
+            raise ValueError(f"job {' '.join(job_overrides)}: {e}") from None
+        jobs.append((job_overrides, run_cfg, spec))
+    return jobs
+
+
+def _is_sweep(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides([override])[0].is_sweep_override()
+
+
+def speed_probe(specs: list[RunSpec], cfg: SweepConfig, steps: int = 3) -> float:
+    """FLOP/s of one 1-thread worker: the mean over the smallest and largest model of the plan."""
+    import torch
+
+    from lab.config import TrainConfig
+    from lab.counting import flops_per_token, resolve_shape
+    from lab.model import Transformer
+    from lab.train import make_optimizer, train_step
+
+    torch.set_num_threads(1)
+    cpu, rates = torch.device("cpu"), []
+    for s in {min(specs, key=lambda s: s.params).name: min(specs, key=lambda s: s.params),
+              max(specs, key=lambda s: s.params).name: max(specs, key=lambda s: s.params)}.values():
+        o = s.overrides
+        if "model.num_layers" not in o:
+            continue  # a plain job: no explicit shape to probe
+        shape = resolve_shape(vocab_size=_rule(cfg).vocab_size, seq_len=cfg.data.seq_len,
+                              num_layers=o["model.num_layers"], d_model=o["model.d_model"], num_heads=o["model.num_heads"],
+                              num_kv_heads=o["model.num_kv_heads"], d_ff=o["model.d_ff"])
+        model = Transformer(shape)
+        opt = make_optimizer(model, TrainConfig(lr=1e-4))
+        seqs = max(1, min(16, s.batch_tokens // shape.seq_len))
+        x = torch.randint(0, shape.vocab_size, (seqs, shape.seq_len + 1))
+        for i in range(steps + 1):  # the first step warms up and is not timed
+            if i == 1:
+                t0 = time.perf_counter()
+            train_step(model, model, opt, iter([(x[:, :-1], x[:, 1:])]), 1, cpu, None, 1.0)
+        rates.append(steps * seqs * shape.seq_len * flops_per_token(shape) / (time.perf_counter() - t0))
+    return sum(rates) / len(rates) if rates else 0.0
+
+
+def print_plan(config_name: str, overrides: list[str], probe: bool = True) -> list[RunSpec]:
+    jobs = plan_jobs(config_name, overrides)
+    specs = [s for _, _, s in jobs]
+    workers = default_workers()
+    rate = speed_probe(specs, jobs[0][1]) * workers if probe else None
+    print(f"[sweep] {config_name}: {len(jobs)} jobs, {workers} local workers")
+    print(plan_table(specs, rate))
+    return specs
+
+
+# --------------------------------------------------------------------------------------------
+# Local worker slots: at most one training job per core (per GPU when GPUs exist)
+# --------------------------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    env = os.environ.get("LAB_WORKERS")
+    if env:
+        return max(1, int(env))
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device_count()
+    except ImportError:  # pragma: no cover
+        pass
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def worker_slot(n: int, lock_dir: Path) -> Iterator[int]:
+    """Hold one of ``n`` machine-wide slots (file locks) for the block; yields the slot index.
+
+    submitit's local executor starts every job at once and has no cap; jobs wait here instead,
+    so the machine runs ``n`` trainings at a time without Hydra's batch-by-batch waits.
+    """
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for i in range(n):
+            f = open(lock_dir / f"slot{i}.lock", "a+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            try:
+                yield i
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                f.close()
+            return
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------------------------
+# The Hydra job and the driver's callback
+# --------------------------------------------------------------------------------------------
+
+
+def run_job(cfg: Any) -> str:
+    """One sweep job: apply the design point, train into the job's output folder, never raise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lab.train import train
+
+    hc = HydraConfig.get()
+    scfg = to_run_config(cfg, SweepConfig)
+    scfg.run_dir = hc.runtime.output_dir
+    local = "LocalLauncher" in str(hc.launcher.get("_target_", ""))
+    try:
+        try:
+            run_cfg, _ = job_config(scfg)
+        except DuplicatePoint as e:
+            print(f"[sweep] skipping {scfg.run_dir}: {e}", flush=True)
+            return "duplicate"
+        slot = worker_slot(default_workers(), Path(hc.sweep.dir) / ".slots") if local else contextlib.nullcontext(0)
+        with slot as i:
+            if local and default_workers() and _has_cuda():
+                os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(i))
+            return train(run_cfg)["status"]
+    except Exception as e:  # recorded in result.json by train (or here, for a bad design point)
+        from lab.io import atomic_write_json
+
+        res = Path(scfg.run_dir) / "result.json"
+        if not res.exists():
+            atomic_write_json(res, {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        print(f"[sweep] job {scfg.run_dir} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return "failed"
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def sweep_status(sweep_dir: Path) -> dict[str, int]:
+    """Counts of runs by status from the run folders (no table build)."""
+    import json
+
+    counts = {"completed": 0, "failed": 0, "diverged": 0, "running": 0}
+    for res in sweep_dir.glob("*/result.json"):
+        try:
+            s = json.loads(res.read_text()).get("status", "failed")
+        except (OSError, ValueError):
+            continue
+        counts[s] = counts.get(s, 0) + 1
+    for ckpt in sweep_dir.glob("*/metrics.jsonl"):
+        if not (ckpt.parent / "result.json").exists():
+            counts["running"] += 1
+    return counts
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    Callback = object  # type: ignore[misc,assignment]
+
+
+class SweepCallback(Callback):  # type: ignore[misc]
+    """Driver side: a progress line while the sweep runs, the tables and a summary at the end."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict:  # the launcher pickles Hydra's context, callbacks included
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        hc = config.hydra  # HydraConfig.get() is not set yet in the driver's callbacks
+        sweep_dir = Path(hc.sweep.dir)
+        total = len(expand_grid(dict(hc.sweeper.params or {}), list(hc.overrides.task)))
+        self._t0 = time.time()
+        self._thread = threading.Thread(target=self._progress, args=(sweep_dir, total), daemon=True)
+        self._thread.start()
+
+    def _progress(self, sweep_dir: Path, total: int | None) -> None:
+        start = sweep_status(sweep_dir)
+        start_done = start["completed"] + start["failed"] + start["diverged"]
+        while not self._stop.wait(PROGRESS_EVERY_S):
+            c = sweep_status(sweep_dir)
+            done = c["completed"] + c["failed"] + c["diverged"]
+            eta = ""
+            if total and done > start_done:
+                rate = (time.time() - self._t0) / (done - start_done)
+                eta = f", ETA {rate * (total - done) / 60:.1f} min"
+            print(
+                f"[sweep] {done}/{total or '?'} done ({c['completed']} completed, {c['failed']} failed, "
+                f"{c['diverged']} diverged), {c['running']} running{eta}",
+                flush=True,
+            )
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from lab.results import collect, save_table, summary
+
+        self._stop.set()
+        sweep_dir = Path(config.hydra.sweep.dir)
+        tables = collect([sweep_dir])
+        print(f"\n[sweep] finished in {time.time() - self._t0:.0f}s: {sweep_dir}")
+        print(summary(tables.runs))
+        if len(tables.runs):
+            print(f"[sweep] tables: {save_table(tables.runs, sweep_dir / 'runs.parquet')}, "
+                  f"{save_table(tables.curves, sweep_dir / 'curves.parquet') if len(tables.curves) else '(no curves)'}")
+
+
+def _split_argv(argv: list[str]) -> tuple[str, list[str]]:
+    """(config name, task overrides) from a command line; Hydra flags are not overrides."""
+    name, overrides, skip = None, [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a in ("-cn", "--config-name"):
+            name, skip = (argv[i + 1] if i + 1 < len(argv) else None), True
+        elif a.startswith("--config-name="):
+            name = a.split("=", 1)[1]
+        elif not a.startswith("-") and not a.startswith("hydra"):
+            overrides.append(a)
+    if not name:
+        designs = sorted(p.stem for p in SWEEPS.glob("*.yaml") if not p.stem.startswith("_"))
+        raise ValueError(f"give a sweep design with -cn NAME (one of: {', '.join(designs)})")
+    return name, overrides
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    plan_only = "--plan" in argv
+    argv = [a for a in argv if a != "--plan"]
+    try:
+        name, overrides = _split_argv(argv)
+        # Compose and validate every job, and print the plan, before anything is launched.
+        print_plan(name, overrides, probe=plan_only or os.environ.get("LAB_SWEEP_PROBE", "1") != "0")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if plan_only:
+        return
+    import hydra
+
+    register_configs()
+    sys.argv = [sys.argv[0], *argv, f"hydra.searchpath=[file://{CONF}]"]
+    hydra.main(version_base="1.3", config_path=str(SWEEPS), config_name=None)(run_job)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Sweeps: grid expansion, every design composes, a real local sweep, idempotent relaunch, failures kept."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lab.sweep import SWEEPS, expand_grid, plan_jobs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_expand_grid_is_the_cartesian_product():
+    g = expand_grid({"a": "1,2", "b": "range(3)"}, ["c=5"])
+    assert len(g) == 6 and all("c=5" in job for job in g)
+    assert expand_grid({"a": "1,2"}, ["a=7"]) == [["a=7"]]  # a plain value replaces the axis
+    assert expand_grid(None, ["x=1"]) == [["x=1"]]
+
+
+@pytest.mark.parametrize("design", sorted(p.stem for p in SWEEPS.glob("*.yaml")))
+def test_every_design_composes_and_validates(design, fixture_corpus):
+    jobs = plan_jobs(design, ["data=fixture"])
+    assert len(jobs) >= 4
+    for _, cfg, spec in jobs:
+        assert cfg.train.threads == 1 and spec.flops > 0 and spec.tokens >= cfg.train.batch_tokens
+
+
+def test_bad_design_values_fail_before_launch():
+    with pytest.raises(ValueError, match="design.size"):
+        plan_jobs("smoke", ["design.size=7"])
+    with pytest.raises(ValueError, match="widthh"):
+        plan_jobs("smoke", ["model.widthh=3"])
+    with pytest.raises(ValueError, match="less than half"):
+        plan_jobs("smoke", ["design.budget=1e6"])
+
+
+def _sweep(tmp: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LAB_SWEEP_PROBE": "0"}
+    cmd = [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", f"hydra.sweep.dir={tmp}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_local_smoke_sweep_and_idempotent_relaunch(tmp_path, fixture_corpus):
+    out = tmp_path / "smoke"
+    p = _sweep(out)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert len(runs) == 6 and (runs["status"] == "completed").all()
+    assert runs["design.budget"].nunique() == 2 and runs["params"].nunique() >= 3
+    assert (out / "curves.parquet").exists() and "6 completed" in p.stdout
+    walls = {r: json.loads((out / r / "result.json").read_text())["wall_s"] for r in runs["run"]}
+    again = _sweep(out)
+    assert again.returncode == 0
+    assert {r: json.loads((out / r / "result.json").read_text())["wall_s"] for r in runs["run"]} == walls
+
+
+def test_failed_and_diverged_runs_are_recorded_and_do_not_stop_the_grid(tmp_path, fixture_corpus):
+    out = tmp_path / "bad"
+    p = _sweep(out, "design.budget=3e10", "design.size=1", "train.lr=0.01,9.0", "train.grad_clip=0",
+               "train.diverge_factor=1.3", "train.warmup=0")
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = pd.read_parquet(out / "runs.parquet").set_index("train.lr")
+    assert runs.loc[9.0, "status"] == "diverged" and runs.loc[0.01, "status"] == "completed"
