@@ -285,6 +285,7 @@ def run_job(cfg: Any) -> str:
     scfg = to_run_config(cfg, SweepConfig)
     scfg.run_dir = hc.runtime.output_dir
     local = "LocalLauncher" in str(hc.launcher.get("_target_", ""))
+    _write_job_info(Path(scfg.run_dir), local)
     try:
         try:
             run_cfg, _ = job_config(scfg)
@@ -304,6 +305,23 @@ def run_job(cfg: Any) -> str:
             atomic_write_json(res, {"status": "failed", "error": f"{type(e).__name__}: {e}"})
         print(f"[sweep] job {scfg.run_dir} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return "failed"
+
+
+def _write_job_info(run_dir: Path, local: bool) -> None:
+    """Where this attempt ran (host, pid, Slurm job id): provenance, and the handle to cancel it."""
+    from lab.io import atomic_write_json
+
+    env = os.environ
+    slurm = None
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        slurm = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '0')}"
+    elif env.get("SLURM_JOB_ID"):
+        slurm = env["SLURM_JOB_ID"]
+    atomic_write_json(run_dir / "job.json", {
+        "launcher": "local" if local else "slurm", "host": os.uname().nodename, "pid": os.getpid(),
+        "slurm_job_id": slurm, "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", 0)),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
 
 
 def _has_cuda() -> bool:

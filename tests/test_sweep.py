@@ -65,3 +65,49 @@ def test_failed_and_diverged_runs_are_recorded_and_do_not_stop_the_grid(tmp_path
     assert p.returncode == 0, p.stderr[-3000:]
     runs = pd.read_parquet(out / "runs.parquet").set_index("train.lr")
     assert runs.loc[9.0, "status"] == "diverged" and runs.loc[0.01, "status"] == "completed"
+
+
+def _slurm_up() -> str | None:
+    import shutil
+
+    if not shutil.which("scontrol") or not os.environ.get("SLURM_CONF"):
+        return "no Slurm cluster (start one with `eval \"$(bash .ci/slurm.sh up)\"`)"
+    if subprocess.run(["scontrol", "ping"], capture_output=True, timeout=10).returncode != 0:
+        return "Slurm controller not answering"
+    return None
+
+
+@pytest.mark.slow
+def test_slurm_sweep_with_a_cancelled_job_resumes_on_relaunch(tmp_path, fixture_corpus):
+    """A real Slurm sweep: one job is cancelled mid-run; relaunching resumes it from its checkpoint."""
+    import time
+
+    why = _slurm_up()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "slurm"
+    args = [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={out}",
+            "design.budget=1e11", "design.size=0,1", "train.ckpt_every=10"]
+    env = {**os.environ, "LAB_SWEEP_PROBE": "0"}
+    driver = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cancelled = None
+    deadline = time.time() + 120
+    try:
+        while cancelled is None and time.time() < deadline and driver.poll() is None:
+            for ckpt in out.glob("*/ckpt.pt"):
+                info = json.loads((ckpt.parent / "job.json").read_text())
+                subprocess.run(["scancel", info["slurm_job_id"]], check=True, timeout=10)
+                cancelled = ckpt.parent
+                break
+            time.sleep(0.05)
+        assert cancelled is not None, "no job reached a checkpoint to cancel"
+        driver.wait(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert not (cancelled / "result.json").exists()
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert len(runs) == 2 and (runs["status"] == "completed").all()
+    assert json.loads((cancelled / "result.json").read_text())["resumes"] == 1
