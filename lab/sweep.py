@@ -406,6 +406,22 @@ class SweepCallback(Callback):  # type: ignore[misc]
                   f"{save_table(tables.curves, sweep_dir / 'curves.parquet') if len(tables.curves) else '(no curves)'}")
 
 
+def check_slurm() -> None:
+    """Raise ValueError unless a Slurm controller answers (before any job is submitted)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("sbatch"):
+        raise ValueError("hydra/launcher=slurm: `sbatch` is not on PATH; use hydra/launcher=local, or start a "
+                         "cluster (e.g. `eval \"$(bash .ci/slurm.sh up)\"` for a one-node test cluster)")
+    try:
+        ok = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ValueError(f"hydra/launcher=slurm: no Slurm controller reachable ({e})") from None
+    if ok.returncode != 0 or "DOWN" in ok.stdout:
+        raise ValueError(f"hydra/launcher=slurm: no Slurm controller reachable: {ok.stdout.strip() or ok.stderr.strip()}")
+
+
 def _split_argv(argv: list[str]) -> tuple[str, list[str]]:
     """(config name, task overrides) from a command line; Hydra flags are not overrides."""
     name, overrides, skip = None, [], False
@@ -430,6 +446,8 @@ def main() -> None:
     argv = [a for a in argv if a != "--plan"]
     try:
         name, overrides = _split_argv(argv)
+        if any(a.replace(" ", "") in ("hydra/launcher=slurm", "hydra/launcher=submitit_slurm") for a in argv):
+            check_slurm()
         # Compose and validate every job, and print the plan, before anything is launched.
         print_plan(name, overrides, probe=plan_only or os.environ.get("LAB_SWEEP_PROBE", "1") != "0")
     except ValueError as e:

@@ -111,3 +111,13 @@ def test_slurm_sweep_with_a_cancelled_job_resumes_on_relaunch(tmp_path, fixture_
     runs = pd.read_parquet(out / "runs.parquet")
     assert len(runs) == 2 and (runs["status"] == "completed").all()
     assert json.loads((cancelled / "result.json").read_text())["resumes"] == 1
+
+
+def test_unreachable_slurm_and_empty_grid_are_clear_errors(tmp_path):
+    env = {**os.environ, "LAB_SWEEP_PROBE": "0", "SLURM_CONF": str(tmp_path / "none.conf"), "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "hydra/launcher=slurm" in p.stderr and "Traceback" not in p.stderr
+    assert not list(tmp_path.glob("*/result.json"))
+    with pytest.raises(ValueError, match="empty"):
+        plan_jobs("smoke", ["design.size=range(0)"])
