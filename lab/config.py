@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 SCHEDULES = ("cosine", "wsd", "constant")
 DECAY_SHAPES = ("linear", "sqrt", "cosine")
@@ -74,6 +74,9 @@ class TrainConfig:
     warmup: float = 0.05  # fraction of steps if < 1, else a number of steps
     decay: float = 0.2  # WSD: fraction of steps in the final decay
     decay_shape: str = "sqrt"  # WSD decay: linear, sqrt (1 - sqrt, Hägele et al. 2024), cosine
+    # WSD only: token counts D_i < D at which a cooldown branch forks off the stable phase, decays
+    # over `decay` x its length and is evaluated, giving L(D_i) without a separate run each.
+    cooldowns: List[float] = field(default_factory=list)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -149,6 +152,12 @@ class RunConfig:
             raise ValueError("train.grad_clip and train.weight_decay must be >= 0")
         if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
             raise ValueError(f"train.beta1/beta2: must be in [0, 1), got {t.beta1}, {t.beta2}")
+        if t.cooldowns:
+            if t.schedule != "wsd":
+                raise ValueError(f"train.cooldowns: cooldown branches need train.schedule=wsd, got {t.schedule!r}")
+            bad = [c for c in t.cooldowns if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0)]
+            if bad:
+                raise ValueError(f"train.cooldowns: token counts must be positive numbers, got {bad}")
         if t.diverge_factor <= 1:
             raise ValueError(f"train.diverge_factor: must be > 1, got {t.diverge_factor}")
         if not self.run_dir:

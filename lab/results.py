@@ -10,6 +10,8 @@ Every run folder (anything holding a ``result.json`` or a ``config.yaml`` writte
   ``params_total``, ``tokens``, ``flops``, ``batch_tokens``, ``lr``), ``schedule``, the mixture as
   ``mix_<domain>``, final losses ``loss_train``, ``loss_val``, ``bpb_val`` and per domain
   ``loss_val_<domain>`` / ``bpb_val_<domain>``, ``wall_s``, ``tokens_per_s``, and any ``tags``;
+* one more row per WSD cooldown branch (``cooldown`` True: tokens, flops and losses at the branch's
+  end; ``branch_flops`` its extra compute), beside the run's final row (``cooldown`` False);
 * rows of the long **curves** table: ``sweep``, ``run``, ``step``, ``tokens``, ``flops``,
   ``loss``, ``lr`` and, at evaluation steps, ``loss_val`` and ``loss_val_<domain>``.
 
@@ -40,7 +42,7 @@ from lab.io import atomic_write_bytes, locked
 CACHE_DIR = ".lab"
 RUN_FILES = ("result.json", "config.yaml", "metrics.jsonl")
 FIRST_COLUMNS = [
-    "sweep", "run", "status", "params", "params_total", "tokens", "flops", "batch_tokens", "lr", "schedule",
+    "sweep", "run", "cooldown", "status", "params", "params_total", "tokens", "flops", "batch_tokens", "lr", "schedule",
     "loss_val", "bpb_val", "loss_train", "wall_s", "tokens_per_s", "error",
 ]
 
@@ -87,9 +89,14 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def read_run(run_dir: Path, sweep: str, run: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One run folder -> (runs-table row, curve rows)."""
-    row: dict[str, Any] = {"sweep": sweep, "run": run}
+def read_run(run_dir: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One run folder -> (runs-table rows, curve rows).
+
+    The first row is the run's final point (``cooldown`` False); a WSD run with cooldown branches
+    adds one row per branch (``cooldown`` True) whose tokens, flops and losses are the branch's.
+    """
+    row: dict[str, Any] = {"sweep": sweep, "run": run, "cooldown": False}
+    branches: list[dict[str, Any]] = []
     cfg_path, res_path, met_path = (run_dir / n for n in ("config.yaml", "result.json", "metrics.jsonl"))
     if cfg_path.exists():
         with open(cfg_path, encoding="utf-8") as f:
@@ -102,6 +109,9 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[dict[str, Any], list[
             row.update(_flatten(res["config"]))
         for k, v in res.items():
             if k in ("config", "traceback"):
+                continue
+            if k == "cooldowns":
+                branches = list(v or [])
                 continue
             if k == "mixture":
                 row.update({f"mix_{d}": s for d, s in v.items()})
@@ -133,7 +143,14 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[dict[str, Any], list[
                 except json.JSONDecodeError:
                     continue  # a line being written right now; picked up next time
                 curves.append({"sweep": sweep, "run": run, **rec})
-    return row, curves
+    rows = [row]
+    for b in branches:
+        branch = {k: v for k, v in row.items() if not k.startswith(("loss_val", "bpb_val", "loss_train"))}
+        branch.update({"cooldown": True, "steps": b["step"], "tokens": b["tokens"], "flops": b["flops"],
+                       "branch_flops": b["branch_flops"]})
+        branch.update({k: v for k, v in b.items() if k.startswith(("loss_val", "bpb_val"))})
+        rows.append(branch)
+    return rows, curves
 
 
 def _fingerprint(run_dir: Path) -> list[int]:
@@ -166,8 +183,8 @@ def collect_sweep(sweep_dir: Path, sweep: str | None = None, use_cache: bool = T
             if old_curves is not None and len(old_curves):
                 curve_frames.append(old_curves[old_curves["run"] == run])
             continue
-        row, curves = read_run(run_dir, sweep, run)
-        fresh_rows.append(row)
+        run_rows, curves = read_run(run_dir, sweep, run)
+        fresh_rows.extend(run_rows)
         fresh_curves.extend(curves)
     if fresh_rows:
         rows.append(pd.DataFrame(fresh_rows))
@@ -214,7 +231,8 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
         return df
     first = [c for c in FIRST_COLUMNS if c in df.columns]
     rest = sorted(c for c in df.columns if c not in first)
-    return df[first + rest].sort_values(["sweep", "run"], kind="stable").reset_index(drop=True)
+    keys = [k for k in ("sweep", "run", "tokens") if k in df.columns]
+    return df[first + rest].sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def _load_cache(cache: Path) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:

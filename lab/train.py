@@ -24,6 +24,7 @@ an exception is recorded as ``failed`` (with the traceback) before it propagates
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -44,7 +45,7 @@ from lab.data.mixture import MixtureSampler, resolve_mixture, validation_set
 from lab.data.shards import TokenCorpus, bits_per_byte
 from lab.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from lab.model import Transformer, shape_from_config
-from lab.schedule import lr_multiplier
+from lab.schedule import lr_multiplier, warmup_steps
 
 EVAL_BUDGET_FRACTION = 0.1  # automatic intermediate evals cost at most ~10% of training FLOPs
 MAX_AUTO_EVALS = 20
@@ -91,9 +92,21 @@ def plan_run(cfg: RunConfig, corpus: TokenCorpus) -> dict[str, Any]:
         eval_every = steps // n_evals if n_evals > 0 else steps
     log_every = t.log_every if t.log_every > 0 else max(1, steps // AUTO_LOG_LINES)
     ckpt_every = t.ckpt_every if t.ckpt_every != 0 else max(1, steps // AUTO_CKPTS)
+    branches = {}
+    w = warmup_steps(t.warmup, steps)
+    for d_i in sorted(set(float(x) for x in t.cooldowns)):
+        s_i = int(round(d_i / t.batch_tokens))
+        k_i = max(1, int(round(t.decay * s_i)))
+        if not (w < s_i - k_i and s_i < steps):
+            raise ValueError(
+                f"train.cooldowns: {d_i:.4g} tokens is not inside the stable phase of this run "
+                f"(branches must end before D={tokens:.4g} and start after the {w}-step warmup)"
+            )
+        branches[s_i - k_i] = s_i
     return {
         "shape": shape,
         "counts": c,
+        "branches": branches,  # branch start step -> branch end step (the D_i it measures)
         "mixture": mixture,
         "val_weights": val_weights,
         "eval_domains": eval_domains,
@@ -228,11 +241,11 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep metric lines up to ``last_step`` (those after the checkpoint will be written again)."""
+def _truncate_metrics(path: Path, last_step: int, key: str = "step") -> None:
+    """Keep JSONL rows whose ``key`` is <= ``last_step`` (later ones will be written again)."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)[key] <= last_step]
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
@@ -295,6 +308,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
     steps, B, accum, micro = plan["steps"], t.batch_tokens, plan["grad_accum"], plan["micro_batch"]
 
     ckpt_path, metrics_path = run_dir / "ckpt.pt", run_dir / "metrics.jsonl"
+    cooldowns_path = run_dir / "cooldowns.jsonl"
     state = {"step": 0, "elapsed": 0.0, "initial_loss": None, "win_loss": 0.0, "win_n": 0, "resumes": 0}
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None:
@@ -303,9 +317,11 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
         state = ckpt["state"]
         state["resumes"] += 1
         _truncate_metrics(metrics_path, state["step"])
+        _truncate_metrics(cooldowns_path, state["step"], key="branch_start")
         _say(cfg, f"[train] resuming {run_dir} from step {state['step']}/{steps}")
     elif metrics_path.exists():
         metrics_path.unlink()  # a run that died before its first checkpoint starts over
+        cooldowns_path.unlink(missing_ok=True)
 
     c = plan["counts"]
     _say(
@@ -367,6 +383,11 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
                 status = "diverged"
                 error = f"loss {step_loss:.4g} at step {done} (initial {state['initial_loss']:.4g}, factor {t.diverge_factor})"
                 break
+            if done in plan["branches"]:
+                row = _cooldown_branch(cfg, plan, model, fwd, optimizer, sampler, val_sets, corpus, done, device, dtype)
+                with open(cooldowns_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                _say(cfg, f"  cooldown branch to D={row['tokens']:.4g}: loss_val {row['loss_val']:.4f}")
             if plan["ckpt_every"] > 0 and done % plan["ckpt_every"] == 0 and done < steps:
                 metrics.flush()
                 state["step"] = done
@@ -426,6 +447,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
         "dtype": "bfloat16" if dtype else "float32",
         "threads": torch.get_num_threads(),
         "resumes": state["resumes"],
+        "cooldowns": _read_jsonl(cooldowns_path),
         "tags": cfg.tags,
     }
     atomic_write_json(run_dir / "result.json", result)
@@ -439,10 +461,42 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
     return result
 
 
+def _cooldown_branch(cfg, plan, model, fwd, optimizer, sampler, val_sets, corpus, start: int, device, dtype) -> dict:
+    """Fork at ``start``, decay the LR to reach the branch's end step as a WSD run of that length
+    would (Hägele et al. 2024, arXiv:2405.18392), evaluate, then restore the main run's state.
+
+    The branch sees the batches the main run sees at the same steps, so a branch ending at step
+    s_i is the run a WSD schedule of s_i steps would have been. Its compute is recorded apart.
+    """
+    t = cfg.train
+    end = plan["branches"][start]
+    saved = copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    w = warmup_steps(t.warmup, plan["steps"])
+    for step in range(start, end):
+        lr = t.lr * lr_multiplier(step, end, "wsd", w, t.min_lr_ratio, t.decay, t.decay_shape)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        micro_batches = (sampler.batch(step, plan["micro_batch"], m)[:2] for m in range(plan["grad_accum"]))
+        train_step(fwd, model, optimizer, micro_batches, plan["grad_accum"], device, dtype, t.grad_clip)
+    ev = evaluate(model, val_sets, corpus, plan["val_weights"], plan["micro_batch"], device, dtype)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    tokens = float(end * t.batch_tokens)
+    return {"branch_start": start, "step": end, "tokens": tokens, "flops": tokens * plan["counts"]["flops_per_token"],
+            "branch_flops": (end - start) * t.batch_tokens * plan["counts"]["flops_per_token"], **ev}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
 def _write_config(cfg: RunConfig, plan: dict[str, Any], run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
-    derived = {k: v for k, v in plan.items() if k not in ("shape", "counts")}
+    derived = {k: v for k, v in plan.items() if k not in ("shape", "counts", "branches")}
+    derived["cooldown_branches"] = [{"start": a, "end": b} for a, b in sorted(plan["branches"].items())]
     doc = {"config": asdict(cfg), "derived": {**derived, "shape": plan["shape"].to_dict(), **plan["counts"]}}
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
 

@@ -108,3 +108,28 @@ def test_tiny_proxy_learns_real_text(tmp_path, fixture_corpus):
     r = train(tiny_run(tmp_path / "run", fixture_corpus, tokens=300 * 2048, lr=1e-2))
     assert r["status"] == "completed"
     assert r["loss_val"] < unigram - 0.6, (r["loss_val"], unigram)
+
+
+def test_wsd_cooldown_branch_equals_a_standalone_run(tmp_path, synthetic_corpus):
+    """A branch decaying to D_i ends exactly where a WSD run of D_i tokens ends (same batches, same LR)."""
+    from lab.results import collect
+
+    kw = dict(schedule="wsd", warmup=4, decay=0.25, min_lr_ratio=0.0)
+    long = train(tiny_run(tmp_path / "sweep" / "long", synthetic_corpus, tokens=48 * 2048, cooldowns=[16 * 2048, 32 * 2048], **kw))
+    assert [b["tokens"] for b in long["cooldowns"]] == [16 * 2048, 32 * 2048]
+    short = train(tiny_run(tmp_path / "short", synthetic_corpus, tokens=16 * 2048, **kw))
+    assert long["cooldowns"][0]["loss_val"] == short["loss_val"]
+    # the main run is unaffected by its branches
+    plain = train(tiny_run(tmp_path / "plain", synthetic_corpus, tokens=48 * 2048, **kw))
+    assert plain["loss_val"] == long["loss_val"]
+    runs = collect([tmp_path / "sweep"]).runs
+    assert list(runs["cooldown"]) == [True, True, False]
+    assert list(runs["tokens"]) == [16 * 2048, 32 * 2048, 48 * 2048]
+    assert runs["branch_flops"].iloc[0] > 0 and runs["loss_val"].notna().all()
+
+
+def test_cooldowns_need_wsd_and_the_stable_phase(tmp_path, synthetic_corpus):
+    with pytest.raises(ValueError, match="train.cooldowns"):
+        train(tiny_run(tmp_path / "a", synthetic_corpus, cooldowns=[1e4]))
+    with pytest.raises(ValueError, match="stable phase"):
+        train(tiny_run(tmp_path / "b", synthetic_corpus, schedule="wsd", tokens=16 * 2048, cooldowns=[20 * 2048]))
