@@ -93,6 +93,10 @@ class TrainConfig:
     compile: str = "auto"  # auto: torch.compile on GPU only (costs ~20 s/shape on CPU, gains little)
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     progress: bool = True
+    tensorboard: bool = False  # stream metrics to <run_dir>/tensorboard (pip install tensorboard)
+    wandb: bool = False  # stream metrics to Weights & Biases (pip install wandb)
+    wandb_mode: str = "offline"  # offline works without a network; sync later with `wandb sync`
+    wandb_project: str = "lab"
 
 
 @dataclass

@@ -45,6 +45,7 @@ from lab.data.mixture import MixtureSampler, resolve_mixture, validation_set
 from lab.data.shards import TokenCorpus, bits_per_byte
 from lab.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from lab.model import Transformer, shape_from_config
+from lab.trackers import Trackers
 from lab.schedule import lr_multiplier, warmup_steps
 
 EVAL_BUDGET_FRACTION = 0.1  # automatic intermediate evals cost at most ~10% of training FLOPs
@@ -338,6 +339,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
     last_loss, last_lr, last_gnorm = float("nan"), 0.0, 0.0
     seg_start, seg_tokens = time.time(), 0
     last_print = seg_start
+    trackers = Trackers(cfg, run_dir, asdict(cfg))
     metrics = open(metrics_path, "a", encoding="utf-8")
     try:
         for step in range(state["step"], steps):
@@ -376,6 +378,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
                     row.update(last_eval)
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
+                trackers.log(row)
                 if t.progress and ("loss_val" in row or done == steps or now - last_print >= PROGRESS_EVERY_S):
                     _progress(cfg, row, steps, elapsed, fpt)
                     last_print = now
@@ -398,6 +401,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
                 )
     finally:
         metrics.close()
+        trackers.close()
 
     wall = state["elapsed"] + (time.time() - seg_start)
     done_steps = steps if status == "completed" else done

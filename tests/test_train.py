@@ -133,3 +133,18 @@ def test_cooldowns_need_wsd_and_the_stable_phase(tmp_path, synthetic_corpus):
         train(tiny_run(tmp_path / "a", synthetic_corpus, cooldowns=[1e4]))
     with pytest.raises(ValueError, match="stable phase"):
         train(tiny_run(tmp_path / "b", synthetic_corpus, schedule="wsd", tokens=16 * 2048, cooldowns=[20 * 2048]))
+
+
+def test_optional_metric_streams(tmp_path, synthetic_corpus):
+    """TensorBoard event files and an offline W&B run appear when enabled; nothing when not."""
+    pytest.importorskip("tensorboard", reason="tensorboard not installed (pip install '.[track]')")
+    pytest.importorskip("wandb", reason="wandb not installed (pip install '.[track]')")
+    r = train(tiny_run(tmp_path / "run", synthetic_corpus, tokens=4 * 2048, tensorboard=True, wandb=True))
+    assert r["status"] == "completed"
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    ev.Reload()
+    assert len(ev.Scalars("loss")) == 4 and "loss_val" in ev.Tags()["scalars"]
