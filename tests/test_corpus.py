@@ -206,7 +206,7 @@ def _hide_npm(monkeypatch) -> None:
     monkeypatch.setattr(S.shutil, "which", lambda tool: None if tool == "npm" else which(tool))
 
 
-def _fake_recipe(tmp_path: Path, monkeypatch, with_npm: bool) -> B.Recipe:
+def _fake_spec(tmp_path: Path, monkeypatch, with_npm: bool) -> B.CorpusSpec:
     """A recipe over a staged fake sdist (no network) and, optionally, an npm source whose
     client is missing: the build must skip it and record why."""
     stage = tmp_path / "root" / "stage" / "pypi"
@@ -222,11 +222,11 @@ def _fake_recipe(tmp_path: Path, monkeypatch, with_npm: bool) -> B.Recipe:
     if with_npm:
         _hide_npm(monkeypatch)
         sources.append(Source("gone", ("other",), (Artifact("npm", "nope", "1.0"),), read))
-    return B.Recipe("fixture", tuple(sources), 512, 0.1, None)
+    return B.CorpusSpec("fixture", tuple(sources), 512, 0.1, None)
 
 
 def test_build_skips_unavailable_sources_and_is_deterministic(tmp_path, monkeypatch):
-    recipe = _fake_recipe(tmp_path, monkeypatch, with_npm=True)
+    recipe = _fake_spec(tmp_path, monkeypatch, with_npm=True)
     outs = []
     for name in ("a", "b"):
         out = B._build_kind(recipe, tmp_path / name, tmp_path / "root", lambda m: None, lambda m: False)
@@ -244,7 +244,7 @@ def test_build_raises_when_nothing_builds(tmp_path, monkeypatch):
     _hide_npm(monkeypatch)
     src = Source("gone", ("other",), (Artifact("npm", "nope", "1.0"),), lambda f: iter(()))
     with pytest.raises(B.CorpusBuildError, match="no domain"):
-        B._build_kind(B.Recipe("fixture", (src,), 512, 0.1, None), tmp_path / "x", tmp_path, lambda m: None,
+        B._build_kind(B.CorpusSpec("fixture", (src,), 512, 0.1, None), tmp_path / "x", tmp_path, lambda m: None,
                       lambda m: False)
     assert not (tmp_path / "x").exists()
 

@@ -83,4 +83,4 @@ def test_plan_table_lists_every_run_and_the_total():
     specs = isoflop([1e11, 3e11], n_sizes=3)
     table = plan_table(specs, flops_per_s=5e10)
     assert len(table.splitlines()) == len(specs) + 2
-    assert f"{sum(s.flops for s in specs):.3g}" in table and "min at" in table
+    assert f"{sum(s.flops for s in specs):.3g}" in table and "min of training at" in table
