@@ -121,3 +121,35 @@ def test_unreachable_slurm_and_empty_grid_are_clear_errors(tmp_path):
     assert not list(tmp_path.glob("*/result.json"))
     with pytest.raises(ValueError, match="empty"):
         plan_jobs("smoke", ["design.size=range(0)"])
+
+
+@pytest.mark.slow
+def test_slurm_preempted_job_requeues_and_resumes(tmp_path, fixture_corpus):
+    """Preemption as Slurm delivers it to submitit (USR2): the job requeues itself and resumes."""
+    import time
+
+    why = _slurm_up()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "preempt"
+    args = [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={out}",
+            "design.budget=1e11", "design.size=0", "train.ckpt_every=10"]
+    env = {**os.environ, "LAB_SWEEP_PROBE": "0"}
+    driver = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        run = None
+        while run is None and time.time() < deadline and driver.poll() is None:
+            run = next((c.parent for c in out.glob("*/ckpt.pt")), None)
+            time.sleep(0.05)
+        assert run is not None, "the job never reached a checkpoint"
+        job = json.loads((run / "job.json").read_text())["slurm_job_id"]
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=10)
+        log, _ = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, log[-3000:]
+    res = json.loads((run / "result.json").read_text())
+    assert res["status"] == "completed" and res["resumes"] == 1
+    assert json.loads((run / "job.json").read_text())["slurm_restart_count"] >= 1
