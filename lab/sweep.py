@@ -289,9 +289,12 @@ def run_job(cfg: Any) -> str:
     try:
         try:
             run_cfg, _ = job_config(scfg)
-        except DuplicatePoint as e:
+        except DuplicatePoint as e:  # recorded, so the table and the progress count it as done
+            from lab.io import atomic_write_json
+
+            atomic_write_json(Path(scfg.run_dir) / "result.json", {"status": "skipped", "error": str(e)})
             print(f"[sweep] skipping {scfg.run_dir}: {e}", flush=True)
-            return "duplicate"
+            return "skipped"
         slot = worker_slot(default_workers(), Path(hc.sweep.dir) / ".slots") if local else contextlib.nullcontext(0)
         with slot as i:
             if local and default_workers() and _has_cuda():
@@ -379,10 +382,10 @@ class SweepCallback(Callback):  # type: ignore[misc]
 
     def _progress(self, sweep_dir: Path, total: int | None) -> None:
         start = sweep_status(sweep_dir)
-        start_done = start["completed"] + start["failed"] + start["diverged"]
+        start_done = sum(n for s, n in start.items() if s != "running")
         while not self._stop.wait(PROGRESS_EVERY_S):
             c = sweep_status(sweep_dir)
-            done = c["completed"] + c["failed"] + c["diverged"]
+            done = sum(n for s, n in c.items() if s != "running")
             eta = ""
             if total and done > start_done:
                 rate = (time.time() - self._t0) / (done - start_done)
