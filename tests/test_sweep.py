@@ -77,36 +77,45 @@ def _slurm_up() -> str | None:
     return None
 
 
-@pytest.mark.slow
-def test_slurm_sweep_with_a_cancelled_job_resumes_on_relaunch(tmp_path, fixture_corpus):
-    """A real Slurm sweep: one job is cancelled mid-run; relaunching resumes it from its checkpoint."""
-    import time
-
+def _slurm_sweep(out: Path, *overrides: str) -> list[str]:
+    """Command line of a smoke sweep through the Slurm launcher (skips when no cluster answers)."""
     why = _slurm_up()
     if why:
         pytest.skip(why)
-    out = tmp_path / "slurm"
-    args = [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={out}",
-            "design.budget=1e11", "design.size=0,1", "train.ckpt_every=10"]
-    env = {**os.environ, "LAB_SWEEP_PROBE": "0"}
-    driver = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    cancelled = None
-    deadline = time.time() + 120
+    return [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={out}",
+            "design.budget=1e11", "train.ckpt_every=10", *overrides]
+
+
+def _signal_first_checkpointed_job(args: list[str], out: Path, *scancel_flags: str) -> tuple[subprocess.Popen, Path, str]:
+    """Start the sweep; once a job has checkpointed, ``scancel`` it (with flags); wait for the driver."""
+    import time
+
+    driver = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "LAB_SWEEP_PROBE": "0"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while cancelled is None and time.time() < deadline and driver.poll() is None:
-            for ckpt in out.glob("*/ckpt.pt"):
-                info = json.loads((ckpt.parent / "job.json").read_text())
-                subprocess.run(["scancel", info["slurm_job_id"]], check=True, timeout=10)
-                cancelled = ckpt.parent
-                break
+        deadline, run = time.time() + 120, None
+        while run is None and time.time() < deadline and driver.poll() is None:
+            run = next((c.parent for c in out.glob("*/ckpt.pt")), None)
             time.sleep(0.05)
-        assert cancelled is not None, "no job reached a checkpoint to cancel"
-        driver.wait(timeout=180)
+        assert run is not None, "no job reached a checkpoint"
+        job = json.loads((run / "job.json").read_text())["slurm_job_id"]
+        subprocess.run(["scancel", *scancel_flags, job], check=True, timeout=10)
+        log, _ = driver.communicate(timeout=240)
     finally:
         if driver.poll() is None:
             driver.kill()
+    return driver, run, log
+
+
+@pytest.mark.slow
+def test_slurm_sweep_with_a_cancelled_job_resumes_on_relaunch(tmp_path, fixture_corpus):
+    """A real Slurm sweep: one job is cancelled mid-run; relaunching resumes it from its checkpoint."""
+    out = tmp_path / "slurm"
+    args = _slurm_sweep(out, "design.size=0,1")
+    _, cancelled, _ = _signal_first_checkpointed_job(args, out)
     assert not (cancelled / "result.json").exists()
-    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    again = subprocess.run(args, cwd=ROOT, env={**os.environ, "LAB_SWEEP_PROBE": "0"}, capture_output=True,
+                           text=True, timeout=240)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     runs = pd.read_parquet(out / "runs.parquet")
     assert len(runs) == 2 and (runs["status"] == "completed").all()
@@ -126,29 +135,8 @@ def test_unreachable_slurm_and_empty_grid_are_clear_errors(tmp_path):
 @pytest.mark.slow
 def test_slurm_preempted_job_requeues_and_resumes(tmp_path, fixture_corpus):
     """Preemption as Slurm delivers it to submitit (USR2): the job requeues itself and resumes."""
-    import time
-
-    why = _slurm_up()
-    if why:
-        pytest.skip(why)
     out = tmp_path / "preempt"
-    args = [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={out}",
-            "design.budget=1e11", "design.size=0", "train.ckpt_every=10"]
-    env = {**os.environ, "LAB_SWEEP_PROBE": "0"}
-    driver = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        run = None
-        while run is None and time.time() < deadline and driver.poll() is None:
-            run = next((c.parent for c in out.glob("*/ckpt.pt")), None)
-            time.sleep(0.05)
-        assert run is not None, "the job never reached a checkpoint"
-        job = json.loads((run / "job.json").read_text())["slurm_job_id"]
-        subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=10)
-        log, _ = driver.communicate(timeout=240)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    driver, run, log = _signal_first_checkpointed_job(_slurm_sweep(out, "design.size=0"), out, "--signal=USR2")
     assert driver.returncode == 0, log[-3000:]
     res = json.loads((run / "result.json").read_text())
     assert res["status"] == "completed" and res["resumes"] == 1
