@@ -241,6 +241,21 @@ def tokens_for_flops(flops: float, shape: Shape) -> float:
     return float(flops) / flops_per_token(shape)
 
 
+def steps_for_tokens(tokens: float, batch_tokens: int, what: str = "train.tokens") -> int:
+    """Optimizer steps that spend a token budget D in batches of B: ``round(D / B)``, at least 1.
+
+    The achieved D is therefore within half a batch of the request. Raises ValueError naming
+    ``what`` when the budget is less than half a batch.
+    """
+    steps = int(round(tokens / batch_tokens))
+    if steps < 1:
+        raise ValueError(
+            f"{what}: the budget gives {tokens:.3g} tokens, less than half a batch "
+            f"(train.batch_tokens={batch_tokens}); raise the budget or lower the batch"
+        )
+    return steps
+
+
 def shape_from_mapping(m: Mapping[str, Any]) -> Shape:
     """Rebuild a Shape from a record's ``shape`` dict."""
     return Shape(**{k: m[k] for k in Shape.__dataclass_fields__})

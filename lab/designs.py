@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lab.counting import Shape, counts, flops_per_token, shape_for_params
+from lab.counting import Shape, counts, flops_per_token, shape_for_params, steps_for_tokens
 
 SHAPE_KEYS = ("num_layers", "d_model", "num_heads", "num_kv_heads", "d_ff")
 
@@ -99,12 +99,7 @@ def _spec(name: str, shape: Shape, flops: float | None, tokens: float | None, ba
           mixture: Any = "natural", tags: dict[str, Any] | None = None) -> RunSpec:
     fpt = flops_per_token(shape)
     target = tokens if tokens is not None else flops / fpt
-    steps = int(round(target / batch))
-    if steps < 1:
-        raise ValueError(
-            f"design point {name}: N={counts(shape)['params']:,} gets only {target:.3g} tokens, less than half "
-            f"a batch of {batch}; raise the budget, shrink the sizes or lower batch_tokens"
-        )
+    steps = steps_for_tokens(target, batch, f"design point {name} (N={counts(shape)['params']:,})")
     over: dict[str, Any] = {f"model.{k}": getattr(shape, k) for k in SHAPE_KEYS}
     over["train.batch_tokens"] = batch
     over["train.lr"] = lr

@@ -109,14 +109,14 @@ def job_config(cfg: SweepConfig) -> tuple[SweepConfig, RunSpec]:
 
 def _plain_spec(cfg: SweepConfig) -> RunSpec:
     """A RunSpec for a job without a design (its config taken as is)."""
-    from lab.counting import counts, flops_per_token
+    from lab.counting import counts, flops_per_token, steps_for_tokens
     from lab.model import shape_from_config
 
     t = cfg.train
     shape = shape_from_config(cfg.model, _rule(cfg).vocab_size, cfg.data.seq_len)
     fpt = flops_per_token(shape)
     target = t.tokens if t.tokens is not None else t.flops / fpt
-    tokens = max(1, round(target / t.batch_tokens)) * t.batch_tokens
+    tokens = steps_for_tokens(target, t.batch_tokens, "train.tokens" if t.tokens is not None else "train.flops") * t.batch_tokens
     return RunSpec(name="run", overrides={}, params=counts(shape)["params"], tokens=float(tokens),
                    flops=tokens * fpt, batch_tokens=t.batch_tokens, lr=t.lr, mixture=cfg.data.mixture)
 
@@ -196,8 +196,8 @@ def speed_probe(specs: list[RunSpec], cfg: SweepConfig, steps: int = 3) -> float
 
     torch.set_num_threads(1)
     cpu, rates = torch.device("cpu"), []
-    for s in {min(specs, key=lambda s: s.params).name: min(specs, key=lambda s: s.params),
-              max(specs, key=lambda s: s.params).name: max(specs, key=lambda s: s.params)}.values():
+    by_size = sorted(specs, key=lambda s: s.params)
+    for s in {by_size[0].name: by_size[0], by_size[-1].name: by_size[-1]}.values():
         o = s.overrides
         if "model.num_layers" not in o:
             continue  # a plain job: no explicit shape to probe

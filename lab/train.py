@@ -39,7 +39,7 @@ import torch
 
 import lab
 from lab.config import RunConfig, TrainConfig, to_run_config
-from lab.counting import Shape, counts
+from lab.counting import Shape, counts, steps_for_tokens
 from lab.data import load_corpus
 from lab.data.mixture import MixtureSampler, resolve_mixture, validation_set
 from lab.data.shards import TokenCorpus, bits_per_byte
@@ -76,13 +76,7 @@ def plan_run(cfg: RunConfig, corpus: TokenCorpus) -> dict[str, Any]:
     batch_seqs = t.batch_tokens // d.seq_len
     micro = t.micro_batch or batch_seqs
     target_tokens = float(t.tokens) if t.tokens is not None else float(t.flops) / c["flops_per_token"]
-    steps = int(round(target_tokens / t.batch_tokens))
-    if steps < 1:
-        field = "train.tokens" if t.tokens is not None else "train.flops"
-        raise ValueError(
-            f"{field}: the budget gives {target_tokens:.3g} tokens, less than half of one batch "
-            f"(train.batch_tokens={t.batch_tokens}); raise the budget or lower the batch"
-        )
+    steps = steps_for_tokens(target_tokens, t.batch_tokens, "train.tokens" if t.tokens is not None else "train.flops")
     tokens = float(steps * t.batch_tokens)
     val_tokens_total = sum(min(d.val_tokens, len(corpus.domains[n].val)) for n in eval_domains)
     if t.eval_every > 0:
