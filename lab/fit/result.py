@@ -1,0 +1,156 @@
+"""One result type for every fit: parameters, bootstrap intervals, predictions, diagnostics.
+
+``to_json`` puts the law's parameters at the top level under their published names (``E``, ``A``,
+``alpha``...; ``G``, ``a``...; ``N_c``, ``alpha_N``...), beside ``intervals`` / ``se`` for each,
+``predictions`` at the target compute, ``diagnostics`` (points used and dropped and why,
+residuals, hold-out check) and the ``convention`` that defines N, D and C. ``report`` is the same
+content for people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the finite samples."""
+    s = np.asarray(samples, float)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return (math.nan, math.nan)
+    q = (1 - level) / 2
+    lo, hi = np.quantile(s, [q, 1 - q])
+    return (float(lo), float(hi))
+
+
+def summarize(samples: dict[str, np.ndarray], level: float) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Intervals and standard errors (SD over resamples) of each named bootstrap sample."""
+    iv, se = {}, {}
+    for k, v in samples.items():
+        v = np.asarray(v, float)
+        iv[k] = list(interval(v, level))
+        fin = v[np.isfinite(v)]
+        se[k] = float(np.std(fin, ddof=1)) if fin.size > 1 else math.nan
+    return iv, se
+
+
+def residual_stats(logL: np.ndarray, logpred: np.ndarray) -> dict[str, Any]:
+    """Residuals in log loss (= relative error for small values)."""
+    r = np.asarray(logpred, float) - np.asarray(logL, float)
+    if r.size == 0:
+        return {"n": 0}
+    return {"n": int(r.size), "rms_log": float(np.sqrt(np.mean(r ** 2))), "max_abs_log": float(np.max(np.abs(r))),
+            "mean_abs_pct": float(np.mean(np.abs(np.expm1(r))) * 100), "values_log": [float(x) for x in r]}
+
+
+@dataclass
+class FitResult:
+    law: str
+    formula: str
+    params: dict[str, float]
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)   # bootstrap draws
+    level: float = 0.95
+    predictions: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    convention: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)            # for plots
+
+    @property
+    def intervals(self) -> dict[str, list[float]]:
+        return summarize(self.samples, self.level)[0]
+
+    @property
+    def se(self) -> dict[str, float]:
+        return summarize(self.samples, self.level)[1]
+
+    def to_json(self) -> dict[str, Any]:
+        iv, se = summarize(self.samples, self.level)
+        out: dict[str, Any] = {"law": self.law, "formula": self.formula}
+        out.update({k: _clean(v) for k, v in self.params.items()})
+        out["intervals"] = {k: _clean(v) for k, v in iv.items()}
+        out["se"] = {k: _clean(v) for k, v in se.items()}
+        out["level"] = self.level
+        out["predictions"] = _clean(self.predictions)
+        out["diagnostics"] = _clean(self.diagnostics)
+        out["convention"] = dict(self.convention)
+        out["notes"] = list(self.notes)
+        return out
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1, allow_nan=False)
+
+    def report(self) -> str:
+        iv, se = summarize(self.samples, self.level)
+        lines = [f"== {self.law}:  {self.formula}"]
+        for k, v in self.params.items():
+            ci = iv.get(k)
+            ci_s = f"  [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+            lines.append(f"  {k:>10} = {_fmt(v)}{ci_s}")
+        if self.samples:
+            lines.append(f"  ({self.level:.0%} bootstrap intervals, {self.diagnostics.get('bootstrap', 0)} resamples"
+                         + (f", {self.diagnostics['bootstrap_failed']} failed" if self.diagnostics.get("bootstrap_failed") else "")
+                         + ")")
+        p = self.predictions
+        if p:
+            lines.append(f"  at C = {_fmt(p.get('C'))}:" + "".join(
+                f"  {k} = {_fmt(p[k])}" + (f" [{_fmt(p[k + '_interval'][0])}, {_fmt(p[k + '_interval'][1])}]"
+                                          if k + "_interval" in p else "")
+                for k in ("N_opt", "D_opt", "loss") if k in p))
+            if p.get("note"):
+                lines.append(f"    ({p['note']})")
+        d = self.diagnostics
+        used = d.get("n_points")
+        lines.append(f"  points: {used} used, {len(d.get('dropped', []))} dropped"
+                     + (f"; groups: {d['n_groups']}" if "n_groups" in d else ""))
+        for dr in d.get("dropped", [])[:10]:
+            lines.append(f"    dropped {dr['id']}: {dr['reason']}")
+        res = d.get("residuals", {})
+        if res.get("n"):
+            lines.append(f"  residuals (log loss): rms {res['rms_log']:.4f}, max {res['max_abs_log']:.4f} "
+                         f"(mean |error| {res['mean_abs_pct']:.2f}%)")
+        ho = d.get("holdout")
+        if ho:
+            if ho.get("skipped"):
+                lines.append(f"  leave-largest-out: skipped ({ho['skipped']})")
+            else:
+                lines.append(f"  leave-largest-out: {ho['what']}: mean |error| {ho['mean_abs_pct']:.2f}%, "
+                             f"max {ho['max_abs_pct']:.2f}% over {ho['n']} held-out point(s)")
+        for k, v in self.convention.items():
+            lines.append(f"  [{k}] {v}")
+        for n in self.notes:
+            lines.append(f"  note: {n}")
+        return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (int, np.integer)):
+        return f"{v:,}"
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.4g}" if 1e-3 <= abs(v) < 1e5 or v == 0 else f"{v:.4e}"
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: numpy -> python, NaN/inf -> None."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return [_clean(x) for x in v.tolist()]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    return v
