@@ -139,7 +139,7 @@ class PowerLaw(Law):
     def public(self, theta):
         th = np.atleast_2d(theta)
         al = th[:, 1]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out = {f"{self.var}_c": np.exp(th[:, 0] / al), f"alpha_{self.var}": al}
         if self.irreducible:
             out["E"] = np.exp(th[:, 2])
@@ -235,13 +235,13 @@ def objective(law: Law, X: dict[str, np.ndarray], logL: np.ndarray, weights: np.
     def f(theta: np.ndarray, idx: np.ndarray):
         pred, vjp = law.value_and_vjp(theta, X)
         r = pred - (logL[idx] if logL.ndim == 2 else logL[None, :])
-        if delta is None:
-            h, dh = 0.5 * r * r, r
-        else:
-            ar = np.abs(r)
-            quad = ar <= delta
-            h = np.where(quad, 0.5 * r * r, delta * (ar - 0.5 * delta))
-            dh = np.clip(r, -delta, delta)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if delta is None:
+                h, dh = 0.5 * r * r, r
+            else:
+                ar = np.abs(r)
+                h = np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+                dh = np.clip(r, -delta, delta)
         if weights is not None:
             w = weights[idx] if weights.ndim == 2 else weights[None, :]
             h, dh = h * w, dh * w

@@ -35,7 +35,8 @@ def summarize(samples: dict[str, np.ndarray], level: float) -> tuple[dict[str, l
         v = np.asarray(v, float)
         iv[k] = list(interval(v, level))
         fin = v[np.isfinite(v)]
-        se[k] = float(np.std(fin, ddof=1)) if fin.size > 1 else math.nan
+        with np.errstate(over="ignore", invalid="ignore"):
+            se[k] = float(np.std(fin, ddof=1)) if fin.size > 1 else math.nan
     return iv, se
 
 
