@@ -107,7 +107,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run_dir: str = "runs/default"
-    recipe: Optional[str] = None  # a recipe file (later issues); unused for now
+    recipe: Optional[str] = None  # a recipe file (lab.recipe): its model, data and optimisation replace these
     tags: Dict[str, Any] = field(default_factory=dict)  # free-form columns for the results table
 
     def validate(self) -> "RunConfig":

@@ -19,6 +19,15 @@ the same seed, ends with a bit-identical result: batches are a pure function of 
 accumulators. A run whose ``result.json`` says ``completed`` is not run again. A run whose loss
 becomes non-finite or exceeds ``diverge_factor`` x its initial loss stops with status ``diverged``;
 an exception is recorded as ``failed`` (with the traceback) before it propagates.
+
+``recipe=PATH`` trains the run a recipe describes (:mod:`lab.recipe`): its shape, data, budget
+and optimisation replace the config's (hardware, logging and ``run_dir`` stay the command line's),
+and when the run completes its predicted loss is back-tested (``backtest.json``, :mod:`lab.backtest`).
+
+Data parallel: under ``torchrun --nproc_per_node=K`` each process takes every K-th micro-batch
+of the global batch (gloo on CPU, NCCL on GPUs) and DDP averages the gradients, so K processes
+see exactly the batches one process would (batches are a pure function of (seed, step)) and
+match it to float rounding. Rank 0 alone writes the record and checkpoints.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import copy
 import io
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -162,17 +172,21 @@ def train_step(
     device: torch.device,
     dtype: torch.dtype | None,
     grad_clip: float,
+    no_sync: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over ``accum`` micro-batches; returns (mean loss, pre-clip grad norm).
 
+    ``no_sync``: DDP's context manager; gradients are all-reduced on the last micro-batch only.
     The benchmark times exactly this function, so its numbers are the trainer's numbers.
     """
     loss_sum = torch.zeros((), device=device)
-    for x, y in micro_batches:
+    for i, (x, y) in enumerate(micro_batches):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, dtype):
-            loss = fwd(x, y)
-        (loss / accum).backward()
+        sync = no_sync() if (no_sync is not None and i < accum - 1) else contextlib.nullcontext()
+        with sync:
+            with _autocast(device, dtype):
+                loss = fwd(x, y)
+            (loss / accum).backward()
         loss_sum += loss.detach()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     optimizer.step()
@@ -251,7 +265,13 @@ def _truncate_metrics(path: Path, last_step: int, key: str = "step") -> None:
 
 def train(cfg: RunConfig | Any) -> dict[str, Any]:
     """Run (or resume, or skip if done) one training run; return its result record."""
-    cfg = to_run_config(cfg).validate()
+    cfg = to_run_config(cfg)
+    recipe = None
+    if cfg.recipe:
+        from lab.recipe import apply_recipe, load_recipe
+        recipe = load_recipe(cfg.recipe)
+        cfg = apply_recipe(cfg, recipe)
+    cfg.validate()
     run_dir = Path(cfg.run_dir)
     result_path = run_dir / "result.json"
     if result_path.exists():
@@ -262,8 +282,10 @@ def train(cfg: RunConfig | Any) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     try:
-        return _train(cfg, run_dir, started)
+        return _train(cfg, run_dir, started, recipe)
     except Exception as e:  # record the failure before it propagates: failed runs are never lost
+        if _world()[0] != 0:
+            raise
         atomic_write_json(
             result_path,
             {
@@ -278,17 +300,46 @@ def train(cfg: RunConfig | Any) -> dict[str, Any]:
         raise
 
 
-def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
+def _world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run plainly."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _init_distributed(device: torch.device) -> torch.device:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", _world()[2])
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     t = cfg.train
+    rank, world, _ = _world()
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     device = pick_device(t.device)
+    if world > 1:
+        device = _init_distributed(device)
     dtype = autocast_dtype(t.dtype, device)
-    corpus = load_corpus(cfg.data, progress=t.progress)
+    corpus = load_corpus(cfg.data, progress=t.progress and rank == 0)
     plan = plan_run(cfg, corpus)
     shape: Shape = plan["shape"]
     fpt = plan["counts"]["flops_per_token"]
-    _write_config(cfg, plan, run_dir)
+    steps, B, accum, micro = plan["steps"], t.batch_tokens, plan["grad_accum"], plan["micro_batch"]
+    if world > 1:
+        if accum % world:
+            seqs = plan["batch_seqs"]
+            ok = [m for m in range(1, seqs + 1) if seqs % m == 0 and (seqs // m) % world == 0]
+            raise ValueError(f"train.micro_batch: {world} processes must split the batch's {accum} micro-batches "
+                             f"evenly; allowed micro_batch values: {ok}")
+        if plan["branches"]:
+            raise ValueError("train.cooldowns: cooldown branches run in one process only; drop them under torchrun")
+    if rank == 0:
+        _write_config(cfg, plan, run_dir)
 
     torch.manual_seed(t.seed)
     model = Transformer(shape, cfg.model).to(device)
@@ -298,9 +349,15 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
     optimizer = make_optimizer(model, t)
     use_compile = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
     fwd = torch.compile(model) if use_compile else model
+    no_sync = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        fwd, no_sync = (torch.compile(ddp) if use_compile else ddp), ddp.no_sync
     sampler = MixtureSampler(corpus, plan["mixture"], cfg.data.seq_len, t.seed)
     val_sets = {n: validation_set(corpus, n, cfg.data.seq_len, cfg.data.val_tokens) for n in plan["eval_domains"]}
-    steps, B, accum, micro = plan["steps"], t.batch_tokens, plan["grad_accum"], plan["micro_batch"]
+    local_accum = accum // world
 
     ckpt_path, metrics_path = run_dir / "ckpt.pt", run_dir / "metrics.jsonl"
     cooldowns_path = run_dir / "cooldowns.jsonl"
@@ -311,10 +368,11 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
         state["resumes"] += 1
-        _truncate_metrics(metrics_path, state["step"])
-        _truncate_metrics(cooldowns_path, state["step"], key="branch_start")
+        if rank == 0:
+            _truncate_metrics(metrics_path, state["step"])
+            _truncate_metrics(cooldowns_path, state["step"], key="branch_start")
         _say(cfg, f"[train] resuming {run_dir} from step {state['step']}/{steps}")
-    elif metrics_path.exists():
+    elif metrics_path.exists() and rank == 0:
         metrics_path.unlink()  # a run that died before its first checkpoint starts over
         cooldowns_path.unlink(missing_ok=True)
 
@@ -323,7 +381,8 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
         cfg,
         f"[train] N={c['params']:,} (total {c['params_total']:,}) layers={shape.num_layers} d={shape.d_model} "
         f"heads={shape.num_heads}/{shape.num_kv_heads} ff={shape.d_ff} | D={plan['tokens']:.4g} C={plan['flops']:.4g} "
-        f"| {steps} steps x B={B} ({plan['batch_seqs']} seqs, accum {accum}) | {device.type}"
+        f"| {steps} steps x B={B} ({plan['batch_seqs']} seqs, accum {accum}"
+        f"{f' over {world} processes' if world > 1 else ''}) | {device.type}"
         f"{'/bf16' if dtype else '/fp32'} | corpus {corpus.meta.get('corpus')} ({corpus.tokenizer})",
     )
 
@@ -333,16 +392,22 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
     last_loss, last_lr, last_gnorm = float("nan"), 0.0, 0.0
     seg_start, seg_tokens = time.time(), 0
     last_print = seg_start
-    trackers = Trackers(cfg, run_dir, asdict(cfg))
-    metrics = open(metrics_path, "a", encoding="utf-8")
+    trackers = Trackers(cfg, run_dir, asdict(cfg)) if rank == 0 else _NoTrackers()
+    metrics = open(metrics_path if rank == 0 else os.devnull, "a", encoding="utf-8")
     try:
         for step in range(state["step"], steps):
             lr = t.lr * lr_multiplier(step, steps, t.schedule, t.warmup, t.min_lr_ratio, t.decay, t.decay_shape)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            micro_batches = (sampler.batch(step, micro, m)[:2] for m in range(accum))
-            loss, gnorm = train_step(fwd, model, optimizer, micro_batches, accum, device, dtype, t.grad_clip)
+            micro_batches = (sampler.batch(step, micro, m)[:2] for m in range(rank, accum, world))
+            loss, gnorm = train_step(fwd, model, optimizer, micro_batches, local_accum, device, dtype, t.grad_clip,
+                                     no_sync)
             seg_tokens += B
+            if world > 1:  # every rank logs and judges divergence on the global mean loss
+                import torch.distributed as dist
+
+                dist.all_reduce(loss)
+                loss = loss / world
 
             step_loss = float(loss)  # one sync per step; negligible for proxies
             if state["initial_loss"] is None:
@@ -367,13 +432,13 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
                     "elapsed_s": elapsed,
                 }
                 state["win_loss"], state["win_n"] = 0.0, 0
-                if (done % plan["eval_every"] == 0 or done == steps) and not diverged:
+                if (done % plan["eval_every"] == 0 or done == steps) and not diverged and rank == 0:
                     last_eval = evaluate(model, val_sets, corpus, plan["val_weights"], micro, device, dtype)
                     row.update(last_eval)
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
                 trackers.log(row)
-                if t.progress and ("loss_val" in row or done == steps or now - last_print >= PROGRESS_EVERY_S):
+                if t.progress and rank == 0 and ("loss_val" in row or done == steps or now - last_print >= PROGRESS_EVERY_S):
                     _progress(cfg, row, steps, elapsed, fpt)
                     last_print = now
             if diverged:
@@ -390,9 +455,10 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
                 state["step"] = done
                 state["elapsed"] += time.time() - seg_start
                 seg_start, seg_tokens = time.time(), 0
-                save_checkpoint(
-                    ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
-                )
+                if rank == 0:
+                    save_checkpoint(
+                        ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
+                    )
     finally:
         metrics.close()
         trackers.close()
@@ -446,11 +512,27 @@ def _train(cfg: RunConfig, run_dir: Path, started: float) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "resumes": state["resumes"],
         "cooldowns": _read_jsonl(cooldowns_path),
+        "world_size": world,
+        "recipe": cfg.recipe,
         "tags": cfg.tags,
     }
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        if rank != 0:
+            return result
+    if recipe is not None and status == "completed":
+        from lab.backtest import compare, report
+
+        bt = compare(recipe, result)
+        atomic_write_json(run_dir / "backtest.json", bt)
+        result["backtest"] = bt["overall"]
     atomic_write_json(run_dir / "result.json", result)
     if status == "completed" and ckpt_path.exists() and not t.keep_ckpt:
         ckpt_path.unlink()
+    if "backtest" in result:
+        _say(cfg, report(bt))
     _say(
         cfg,
         f"[train] {status}: loss_val={result['loss_val']:.4f} nats/token, bpb_val={result['bpb_val']:.4f} "
@@ -499,8 +581,18 @@ def _write_config(cfg: RunConfig, plan: dict[str, Any], run_dir: Path) -> None:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
 
 
+class _NoTrackers:
+    """Ranks other than 0 log nothing."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _say(cfg: RunConfig, msg: str) -> None:
-    if cfg.train.progress:
+    if cfg.train.progress and _world()[0] == 0:
         print(msg, flush=True)
 
 
