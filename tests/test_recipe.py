@@ -1,0 +1,187 @@
+"""Recipes: build from sweep records, round trip, bad recipes, recipe-driven and DDP training, back-test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import lab
+from lab.backtest import compare
+from lab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lab.counting import counts
+from lab.designs import ShapeRule
+from lab.recipe import RecipeError, apply_recipe, build_recipe, load_recipe, summary, write_recipe
+
+LAW = dict(E=1.2, A=60.0, B=900.0, alpha=0.45, beta=0.42)
+DOMAIN_FACTORS = {"code_python": 0.8, "multilingual": 1.2, "prose_en": 1.0, "tech_docs": 0.95}  # the fixture's
+MIXTURE = {"code_python": 0.25, "multilingual": 0.25, "prose_en": 0.25, "tech_docs": 0.25}
+
+
+def law_loss(N, D):
+    return LAW["E"] + LAW["A"] / N ** LAW["alpha"] + LAW["B"] / D ** LAW["beta"]
+
+
+def fake_sweep(root: Path, corpus: str = "fixture", seq_len: int = 64, noise: float = 0.003, seed: int = 0) -> Path:
+    """Run records as lab.train writes them (config.yaml + result.json), losses from a known law.
+
+    Shapes and FLOPs come from the lab's own counting, so the recipe sees the lab's conventions.
+    """
+    rng = np.random.default_rng(seed)
+    rule = ShapeRule(vocab_size=256, seq_len=seq_len, aspect=16, head_dim=16)
+    for C in (1e9, 3e9, 1e10):
+        for n in (2e3, 6e3, 1.5e4, 3e4, 6e4):
+            shape = rule.shape(n)
+            c = counts(shape)
+            D = C / c["flops_per_token"]
+            L = law_loss(c["params"], D) * np.exp(rng.normal(0, noise))
+            run = root / f"C{C:.0e}_n{n:.0e}"
+            run.mkdir(parents=True)
+            cfg = RunConfig(model=ModelConfig(depth=None, aspect=16, head_dim=16, num_layers=shape.num_layers,
+                                              d_model=shape.d_model),
+                            data=DataConfig(corpus=corpus, seq_len=seq_len, val_tokens=4096),
+                            train=TrainConfig(flops=C, batch_tokens=2048, lr=3e-3), run_dir=str(run))
+            (run / "config.yaml").write_text(yaml.safe_dump({"config": asdict(cfg)}))
+            (run / "result.json").write_text(json.dumps({
+                "status": "completed", "params": c["params"], "params_total": c["params_total"], "tokens": D,
+                "flops": C, "flops_per_token": c["flops_per_token"], "batch_tokens": 2048, "lr": 3e-3,
+                "schedule": "cosine", "seq_len": seq_len, "vocab_size": 256, "loss_val": L,
+                "mixture": MIXTURE,
+                "loss_val_domains": {d: L * f for d, f in DOMAIN_FACTORS.items()}, "lab_version": lab.__version__}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    return fake_sweep(tmp_path_factory.mktemp("sweep") / "s")
+
+
+def test_recipe_contents_and_round_trip(sweep, tmp_path):
+    r = build_recipe([str(sweep)], target_flops=1e11, bootstrap=100)
+    c = r["counts"]
+    assert c["flops"] == pytest.approx(1e11, rel=0.05)                 # C spent with the chosen shape, whole steps
+    assert r["train"]["tokens"] == r["train"]["steps"] * r["train"]["batch_tokens"]
+    assert r["model"]["d_model"] % r["model"]["head_dim"] == 0
+    assert r["laws"]["loss"]["fitted"] is True
+    for k in ("batch_size", "lr", "mixture"):
+        assert r["laws"][k]["fitted"] is False and r["laws"][k]["value"] is not None
+    assert r["data"]["mixture"] == MIXTURE and r["data"]["corpus"] == "fixture"
+    # prediction: the true law at the recipe's (N, D), inside the interval
+    p = r["prediction"]
+    truth = law_loss(c["params"], c["tokens"])
+    assert p["loss_val"] == pytest.approx(truth, rel=0.01)
+    lo, hi = p["loss_val_interval"]
+    assert lo < p["loss_val"] < hi
+    for d, f in DOMAIN_FACTORS.items():
+        assert p["domains"][d]["loss_val"] == pytest.approx(truth * f, rel=0.02)
+    assert r["provenance"]["extrapolation_factor"] == pytest.approx(10, rel=0.05)
+    path, sbatch = write_recipe(r, tmp_path / "recipe.yaml")
+    assert load_recipe(path) == r
+    assert "torchrun" in sbatch.read_text() and str(path.resolve()) in sbatch.read_text()
+    assert "predicted loss_val" in summary(r)
+
+
+def test_recipe_targets_params_and_tokens(sweep):
+    rn = build_recipe([str(sweep)], target_params=5e4, bootstrap=0)
+    assert rn["counts"]["params"] == pytest.approx(5e4, rel=0.35)      # the shape ladder is coarse at 50k
+    rd = build_recipe([str(sweep)], target_tokens=2e6, bootstrap=0)
+    assert rd["counts"]["tokens"] == pytest.approx(2e6, rel=0.01)
+
+
+def test_recipe_warns_about_extrapolation(sweep):
+    r = build_recipe([str(sweep)], target_flops=1e13, bootstrap=0)
+    assert any("extrapolating" in n and "1000x" in n for n in r["notes"])
+
+
+def test_bad_recipes(sweep, tmp_path):
+    path, _ = write_recipe(build_recipe([str(sweep)], target_flops=1e10, bootstrap=0), tmp_path / "r.yaml")
+    good = yaml.safe_load(path.read_text())
+
+    def broken(edit, match):
+        bad = json.loads(json.dumps(good))
+        edit(bad)
+        p = tmp_path / "bad.yaml"
+        p.write_text(yaml.safe_dump(bad))
+        with pytest.raises(RecipeError, match=match):
+            load_recipe(p)
+
+    broken(lambda r: r["model"].update(num_heads=3), "model")
+    broken(lambda r: r["train"].update(schedule="linear"), "train.schedule")
+    broken(lambda r: r["train"].update(lr=-1), "train.lr")
+    broken(lambda r: r["data"].update(mixture={"prose_en": 0.7, "tech_docs": 0.7}), "data.mixture")
+    broken(lambda r: r.update(lab_version="0.0.1"), "written by lab '0.0.1'")
+    broken(lambda r: r.pop("train"), "section 'train'")
+    p = tmp_path / "evil.yaml"
+    p.write_text("lab_recipe: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(RecipeError, match="safe loader"):
+        load_recipe(p)
+    with pytest.raises(RecipeError, match="exactly one target"):
+        build_recipe([str(sweep)], target_flops=1e10, target_params=1e4)
+    with pytest.raises(RecipeError, match="does not exist"):
+        build_recipe([str(tmp_path / "nope")], target_flops=1e10)
+
+
+def test_recipe_run_matches_hand_configured_run(sweep, tmp_path, fixture_corpus):
+    from lab.train import train
+    r = build_recipe([str(sweep)], target_flops=1.5e10, bootstrap=50)
+    path, _ = write_recipe(r, tmp_path / "recipe.yaml")
+    base = dict(progress=False, threads=1)
+    via_recipe = train(RunConfig(recipe=str(path), run_dir=str(tmp_path / "a"), train=TrainConfig(tokens=1, **base)))
+    m, d, t = r["model"], r["data"], r["train"]
+    hand = RunConfig(
+        model=ModelConfig(depth=None, num_layers=m["num_layers"], d_model=m["d_model"], num_heads=m["num_heads"],
+                          num_kv_heads=m["num_kv_heads"], d_ff=m["d_ff"], head_dim=m["head_dim"]),
+        data=DataConfig(corpus=d["corpus"], seq_len=d["seq_len"], mixture=d["mixture"], val_tokens=d["val_tokens"]),
+        train=TrainConfig(tokens=t["tokens"], batch_tokens=t["batch_tokens"], micro_batch=t["micro_batch"], lr=t["lr"],
+                          schedule=t["schedule"], warmup=t["warmup"], min_lr_ratio=t["min_lr_ratio"], **base),
+        run_dir=str(tmp_path / "b"))
+    by_hand = train(hand)
+    assert via_recipe["loss_val"] == by_hand["loss_val"]
+    assert via_recipe["params"] == r["counts"]["params"] and via_recipe["tokens"] == r["counts"]["tokens"]
+    bt = json.loads((tmp_path / "a" / "backtest.json").read_text())
+    assert bt["overall"]["achieved"] == via_recipe["loss_val"]
+    assert via_recipe["backtest"]["predicted"] == r["prediction"]["loss_val"]
+
+
+def test_backtest_arithmetic():
+    recipe = {"prediction": {"loss_val": 2.0, "loss_val_interval": [1.9, 2.2], "law": "x", "level": 0.95,
+                             "domains": {"a": {"loss_val": 1.0, "loss_val_interval": [0.9, 1.05]}}},
+              "counts": {"params": 1, "tokens": 2, "flops": 3}, "provenance": {"extrapolation_factor": 10.0}}
+    bt = compare(recipe, {"loss_val": 2.05, "loss_val_domains": {"a": 1.1}, "status": "completed"})
+    o = bt["overall"]
+    assert o["error"] == pytest.approx(-0.05) and o["rel_error_pct"] == pytest.approx(-0.05 / 2.05 * 100)
+    assert o["covered"] is True
+    assert bt["domains"]["a"]["covered"] is False
+
+
+def _torchrun(args: list[str], nproc: int, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "lab.train", *args] if nproc > 1 else [sys.executable, "-m", "lab.train", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_ddp_two_processes_match_one(tmp_path, fixture_corpus):
+    """2 gloo processes, same global batch: the same batches, gradients averaged -> the same run."""
+    common = ["model=tiny", "data=fixture", "train.tokens=6e4", "train.batch_tokens=2048", "train.micro_batch=4",
+              "train.threads=1", "train.progress=false"]
+    one = _torchrun(common + [f"run_dir={tmp_path / 'one'}"], 1, tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun(common + [f"run_dir={tmp_path / 'two'}"], 2, tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = json.loads((tmp_path / "one" / "result.json").read_text())
+    b = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert b["world_size"] == 2 and a["world_size"] == 1
+    assert b["loss_val"] == pytest.approx(a["loss_val"], rel=1e-5)
+    assert b["steps"] == a["steps"] and b["tokens"] == a["tokens"]
+    # a batch that cannot be split evenly is refused before compute, naming the field
+    bad = _torchrun(["model=tiny", "data=fixture", "train.tokens=6e4", "train.batch_tokens=2048",
+                     "train.micro_batch=8", f"run_dir={tmp_path / 'bad'}"], 2, tmp_path)
+    assert bad.returncode != 0 and "train.micro_batch" in bad.stderr
