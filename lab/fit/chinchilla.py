@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.fit.common import FlopModel, bootstrap_weights, optimal_allocation, require, wls_line, wls_poly2
+from lab.fit.common import FlopModel, bootstrap_weights, optimal_allocation, quiet, require, wls_line, wls_poly2
 from lab.fit.data import FitError, Points, group_budgets
 from lab.fit.laws import Parametric, fit_law, refit_many
 from lab.fit.result import FitResult, interval, residual_stats
@@ -52,6 +52,7 @@ def _pred_block(C: float, n: np.ndarray | float, d: np.ndarray | float, l: np.nd
 # Approach 3
 # ----------------------------------------------------------------------------------------------
 
+@quiet
 def approach3(pts: Points, bootstrap: int = 1000, target_flops: float | None = None, delta: float = 1e-3,
               level: float = 0.95, seed: int = 0, holdout: bool = True) -> FitResult:
     """Parametric ``L(N, D) = E + A/N^alpha + B/D^beta`` with bootstrap intervals."""
@@ -184,6 +185,7 @@ def _profile_minima(pts: Points, groups: np.ndarray, W: np.ndarray) -> dict[str,
     return out
 
 
+@quiet
 def approach2(pts: Points, bootstrap: int = 1000, target_flops: float | None = None, level: float = 0.95,
               seed: int = 0, holdout: bool = True, rel_tol: float = 0.1, window: float | None = None) -> FitResult:
     """IsoFLOP parabolas per budget, then power laws of their minima over C.
@@ -366,6 +368,7 @@ def _envelope(Lm: np.ndarray, Dm: np.ndarray, N: np.ndarray, w: np.ndarray, sing
     return n, d, l
 
 
+@quiet
 def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 1000,
               target_flops: float | None = None, level: float = 0.95, seed: int = 0, per_decade: int = 20,
               holdout: bool = True) -> FitResult:

@@ -140,6 +140,22 @@ def _diag_eval(loss_fn, lnN: np.ndarray, lnD: np.ndarray) -> np.ndarray:
     return out
 
 
+def quiet(fn):
+    """Run ``fn`` with numpy floating-point warnings off.
+
+    Multistart grids and bootstrap resamples visit wild parameters (exp overflow, 0 * inf) on
+    purpose; those rows come out non-finite and are discarded or counted, so the warnings are noise.
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def require(cond: bool, message: str) -> None:
     if not cond:
         raise FitError(message)

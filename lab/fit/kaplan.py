@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lab.fit.chinchilla import _default_target, _envelope, _envelope_matrix, _holdout_indices, run_curves
-from lab.fit.common import FlopModel, bootstrap_weights, optimal_allocation, require
+from lab.fit.common import FlopModel, bootstrap_weights, optimal_allocation, quiet, require
 from lab.fit.data import Points, group_budgets
 from lab.fit.laws import KaplanND, PowerLaw, fit_law, refit_many
 from lab.fit.result import FitResult, interval, residual_stats
@@ -60,6 +60,7 @@ def _fit_single(var: str, x: np.ndarray, L: np.ndarray, LK: np.ndarray | None, i
     return law, core, thetas
 
 
+@quiet
 def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None, irreducible: bool = False,
                bootstrap: int = 1000, target_flops: float | None = None, delta: float = 1e-3, level: float = 0.95,
                seed: int = 0, holdout: bool = True) -> FitResult:

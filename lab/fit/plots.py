@@ -20,6 +20,7 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lab.fit.common import quiet as _quiet  # noqa: E402
 from lab.fit.result import FitResult  # noqa: E402
 
 PF_DAY = 8.64e19
@@ -76,6 +77,7 @@ def plot_isoflops(result: FitResult, ax=None):
     return ax
 
 
+@_quiet
 def _law_curve(result: FitResult, C: np.ndarray, max_samples: int = 300) -> tuple[np.ndarray, np.ndarray | None]:
     """Predicted (frontier) loss at C, and a (2, len(C)) band from the bootstrap samples."""
     s = result.samples
