@@ -20,6 +20,7 @@ TOKENIZERS = ("byte", "bpe")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16")
 COMPILE = ("auto", "on", "off")
+PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass
@@ -92,6 +93,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: str = "auto"  # auto: torch.compile on GPU only (costs ~20 s/shape on CPU, gains little)
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    parallel: str = "ddp"  # under torchrun: ddp (replicated model) or fsdp (sharded: models too big for one device)
     progress: bool = True
     tensorboard: bool = False  # stream metrics to <run_dir>/tensorboard (pip install tensorboard)
     wandb: bool = False  # stream metrics to Weights & Biases (pip install wandb)
@@ -119,6 +121,7 @@ class RunConfig:
         _choice("train.device", t.device, DEVICES)
         _choice("train.dtype", t.dtype, DTYPES)
         _choice("train.compile", t.compile, COMPILE)
+        _choice("train.parallel", t.parallel, PARALLEL)
         if (t.tokens is None) == (t.flops is None):
             raise ValueError(
                 "train.tokens / train.flops: give exactly one budget, D in tokens (train.tokens=2e6) "

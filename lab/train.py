@@ -27,7 +27,10 @@ and when the run completes its predicted loss is back-tested (``backtest.json``,
 Data parallel: under ``torchrun --nproc_per_node=K`` each process takes every K-th micro-batch
 of the global batch (gloo on CPU, NCCL on GPUs) and DDP averages the gradients, so K processes
 see exactly the batches one process would (batches are a pure function of (seed, step)) and
-match it to float rounding. Rank 0 alone writes the record and checkpoints.
+match it to float rounding. Rank 0 alone writes the record and checkpoints. ``train.parallel=fsdp``
+shards parameters, gradients and optimizer state instead (FSDP2 ``fully_shard`` per block), for
+models that do not fit one device; its checkpoints hold the gathered (unsharded) state, so a run
+resumes under any number of processes.
 """
 
 from __future__ import annotations
@@ -154,9 +157,11 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def make_optimizer(model: Transformer, t: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: Transformer, t: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
     """AdamW; the fused kernel (CPU and CUDA in recent torch) when available."""
     kw = dict(lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
+    if not fused:
+        return torch.optim.AdamW(model.optimizer_groups(t.weight_decay), foreach=True, **kw)
     try:
         return torch.optim.AdamW(model.optimizer_groups(t.weight_decay), fused=True, **kw)
     except (RuntimeError, TypeError):
@@ -189,6 +194,8 @@ def train_step(
             (loss / accum).backward()
         loss_sum += loss.detach()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    if hasattr(gnorm, "full_tensor"):  # FSDP: a sharded (DTensor) norm
+        gnorm = gnorm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum / accum, gnorm
@@ -346,11 +353,19 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
     real = model.param_groups()
     if real != plan["counts"]["param_groups"]:  # formula and module must agree exactly
         raise AssertionError(f"parameter formula {plan['counts']['param_groups']} != module {real}")
-    optimizer = make_optimizer(model, t)
     use_compile = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
-    fwd = torch.compile(model) if use_compile else model
+    fsdp = world > 1 and t.parallel == "fsdp"
     no_sync = None
-    if world > 1:
+    if fsdp:  # shard every block and the rest (FSDP2); the optimizer must see the sharded parameters
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        no_sync = lambda: _fsdp_no_sync(model)  # noqa: E731
+    optimizer = make_optimizer(model, t, fused=not fsdp)
+    fwd = torch.compile(model) if use_compile else model
+    if world > 1 and not fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -364,8 +379,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
     state = {"step": 0, "elapsed": 0.0, "initial_loss": None, "win_loss": 0.0, "win_n": 0, "resumes": 0}
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        _load_state(model, optimizer, ckpt, fsdp)
         state = ckpt["state"]
         state["resumes"] += 1
         if rank == 0:
@@ -432,7 +446,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
                     "elapsed_s": elapsed,
                 }
                 state["win_loss"], state["win_n"] = 0.0, 0
-                if (done % plan["eval_every"] == 0 or done == steps) and not diverged and rank == 0:
+                if (done % plan["eval_every"] == 0 or done == steps) and not diverged and (rank == 0 or fsdp):
                     last_eval = evaluate(model, val_sets, corpus, plan["val_weights"], micro, device, dtype)
                     row.update(last_eval)
                 metrics.write(json.dumps(row) + "\n")
@@ -455,10 +469,9 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
                 state["step"] = done
                 state["elapsed"] += time.time() - seg_start
                 seg_start, seg_tokens = time.time(), 0
+                model_sd, optim_sd = _full_state(model, optimizer, fsdp)  # collective under FSDP
                 if rank == 0:
-                    save_checkpoint(
-                        ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
-                    )
+                    save_checkpoint(ckpt_path, {"model": model_sd, "optimizer": optim_sd, "state": state})
     finally:
         metrics.close()
         trackers.close()
@@ -513,6 +526,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
         "resumes": state["resumes"],
         "cooldowns": _read_jsonl(cooldowns_path),
         "world_size": world,
+        "parallel": (t.parallel if world > 1 else "none"),
         "recipe": cfg.recipe,
         "tags": cfg.tags,
     }
@@ -579,6 +593,36 @@ def _write_config(cfg: RunConfig, plan: dict[str, Any], run_dir: Path) -> None:
     derived["cooldown_branches"] = [{"start": a, "end": b} for a, b in sorted(plan["branches"].items())]
     doc = {"config": asdict(cfg), "derived": {**derived, "shape": plan["shape"].to_dict(), **plan["counts"]}}
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: torch.nn.Module):
+    """FSDP2's counterpart of DDP.no_sync: keep gradients local until the last micro-batch."""
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state (gathered to CPU under FSDP; every rank must call it)."""
+    if not fsdp:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _load_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: dict, fsdp: bool) -> None:
+    if not fsdp:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=ckpt["model"], optim_state_dict=ckpt["optimizer"],
+                   options=StateDictOptions(full_state_dict=True))
 
 
 class _NoTrackers:
