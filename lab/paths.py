@@ -24,3 +24,17 @@ def corpus_dir(name: str, root: str | os.PathLike | None = None) -> Path:
 def stage_dir(root: str | os.PathLike | None = None) -> Path:
     """Folder where downloaded source packages are staged before extraction."""
     return Path(root or lab_home()) / "stage"
+
+
+def reference_dir() -> Path | None:
+    """Published reference data for the fit checks (``shared/reference``), read in place, never copied.
+
+    ``$LAB_REFERENCE`` when set, else ``../shared/reference`` beside the repository; None when absent.
+    """
+    env = os.environ.get("LAB_REFERENCE")
+    candidates = [Path(env).expanduser()] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "reference")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None

@@ -96,7 +96,14 @@ def _settings(runs: pd.DataFrame) -> dict[str, Any]:
         v = _mode(runs, f"train.{k}", default)
         s[k] = type(default)(v) if v is not None else default
     vw = _mode(runs, "data.val_weights", "mixture")
-    s["val_weights"] = vw if isinstance(vw, str) else "mixture"
+    if isinstance(vw, str) and vw.strip().startswith("{"):  # the tables store mappings as JSON text
+        import json
+        vw = json.loads(vw)
+    s["val_weights"] = vw if isinstance(vw, (str, dict)) else "mixture"
+    for k in ("init_std", "rope_theta", "norm_eps"):
+        s[k] = float(_mode(runs, f"model.{k}", getattr(ModelConfig(), k)))
+    s["varied"] = [c for c in ("lr", "batch_tokens", "train.schedule", "seq_len")
+                   if c in runs.columns and runs[c].dropna().nunique() > 1]
     mix_cols = [c for c in runs.columns if c.startswith("mix_")]
     if mix_cols:
         row = runs[mix_cols].dropna().iloc[0] if not runs[mix_cols].dropna().empty else None
@@ -211,6 +218,16 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
     else:
         C = _solve_C(lambda c: alloc(c)[1], float(target_tokens), 1e3, 1e35)
     n_opt, d_opt = alloc(C)
+    if not (math.isfinite(n_opt) and math.isfinite(d_opt) and n_opt > 0 and d_opt > 0):
+        raise RecipeError(f"the fitted law gives no compute-optimal allocation at C={C:.3g} (N_opt={n_opt}, "
+                          f"D_opt={d_opt}); the fit is degenerate, look at the fit report")
+    for name, want, got in (("--target-params", target_params, n_opt), ("--target-tokens", target_tokens, d_opt)):
+        if want is not None and abs(math.log(got / want)) > 0.01:
+            raise RecipeError(f"{name} {want:.3g}: the fitted law never makes it compute-optimal "
+                              f"(closest: {got:.3g}); give --target-flops instead")
+    if st["varied"]:
+        notes.append(f"the sweeps vary {', '.join(st['varied'])}; the recipe takes the most common value "
+                     "(fit the hyperparameter laws to choose them)")
     if target_params is not None:
         n_opt = float(target_params)
     shape = shape_for_params(n_opt, **rule)
@@ -263,7 +280,8 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
         "target": {"flops": target_flops, "params": target_params, "tokens": target_tokens},
         "model": {"num_layers": shape.num_layers, "d_model": shape.d_model, "num_heads": shape.num_heads,
                   "num_kv_heads": shape.num_kv_heads, "d_ff": shape.d_ff, "head_dim": shape.head_dim,
-                  "tie_embeddings": shape.tie_embeddings},
+                  "tie_embeddings": shape.tie_embeddings, "init_std": st["init_std"],
+                  "rope_theta": st["rope_theta"], "norm_eps": st["norm_eps"]},
         "counts": {"params": c["params"], "params_total": c["params_total"], "tokens": D, "flops": C_run,
                    "flops_per_token": c["flops_per_token"], "tokens_per_param": D / c["params"],
                    "N_opt_law": n_opt, "D_opt_law": d_opt,
@@ -314,11 +332,14 @@ def write_recipe(recipe: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
             f"#   Slurm: sbatch {out.with_suffix('.sbatch')}\n")
     atomic_write_bytes(out, (head + yaml.safe_dump(recipe, sort_keys=False, width=110)).encode())
     sb = out.with_suffix(".sbatch")
-    atomic_write_bytes(sb, slurm_script(out).encode())
+    seqs = int(recipe["train"]["batch_seqs"])
+    gpus = 8
+    micro = max([m for m in range(1, seqs + 1) if seqs % m == 0 and (seqs // m) % gpus == 0] or [1])
+    atomic_write_bytes(sb, slurm_script(out, gpus_per_node=gpus, micro_batch=micro).encode())
     return out, sb
 
 
-def slurm_script(recipe_path: Path, nodes: int = 1, gpus_per_node: int = 8) -> str:
+def slurm_script(recipe_path: Path, nodes: int = 1, gpus_per_node: int = 8, micro_batch: int = 1) -> str:
     """An sbatch script: one torchrun per node, rendezvous on the first node (c10d)."""
     return f"""#!/bin/bash
 # Launch the recipe's run on a Slurm cluster: one torchrun per node, {gpus_per_node} processes per node.
@@ -337,7 +358,7 @@ HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
 RUN_DIR=${{RUN_DIR:-runs/{Path(recipe_path).stem}}}
 srun torchrun --nnodes="$SLURM_NNODES" --nproc_per_node={gpus_per_node} \\
   --rdzv_id="$SLURM_JOB_ID" --rdzv_backend=c10d --rdzv_endpoint="$HEAD:29500" \\
-  -m lab.train recipe={Path(recipe_path).resolve()} run_dir="$RUN_DIR"
+  -m lab.train recipe={Path(recipe_path).resolve()} run_dir="$RUN_DIR" train.micro_batch={micro_batch}
 """
 
 
@@ -371,7 +392,16 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
                       d_ff=m["d_ff"], head_dim=m["head_dim"])
     except ValueError as e:
         raise RecipeError(f"recipe {path}: model: {e}") from e
+    if not isinstance(m.get("tie_embeddings", False), bool):
+        raise RecipeError(f"recipe {path}: model.tie_embeddings must be true or false, got {m.get('tie_embeddings')!r}")
+    p = r["prediction"]
+    if not isinstance(p.get("loss_val"), (int, float)) or isinstance(p.get("loss_val"), bool):
+        raise RecipeError(f"recipe {path}: prediction.loss_val must be a number, got {p.get('loss_val')!r}")
     t = r["train"]
+    for k in ("batch_tokens", "micro_batch"):
+        v = t.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise RecipeError(f"recipe {path}: train.{k} must be an integer, got {v!r}")
     if t.get("schedule") not in SCHEDULES:
         raise RecipeError(f"recipe {path}: train.schedule {t.get('schedule')!r}; allowed: {', '.join(SCHEDULES)}")
     for k in ("tokens", "batch_tokens", "lr"):
@@ -381,13 +411,14 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     mix = r["data"].get("mixture")
     if isinstance(mix, dict):
         vals = list(mix.values())
-        if any(not isinstance(v, (int, float)) or v < 0 for v in vals) or abs(sum(vals) - 1) > 1e-6:
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+               for v in vals) or not abs(sum(vals) - 1) <= 1e-6:
             raise RecipeError(f"recipe {path}: data.mixture must be non-negative shares summing to 1, got {mix}")
     elif mix not in ("natural", "uniform"):
         raise RecipeError(f"recipe {path}: data.mixture must be 'natural', 'uniform' or {{domain: share}}, got {mix!r}")
     try:
         apply_recipe(RunConfig(), r).validate()
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise RecipeError(f"recipe {path}: {e}") from e
     return r
 
@@ -395,20 +426,24 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 def apply_recipe(cfg: RunConfig, recipe: dict[str, Any]) -> RunConfig:
     """``cfg`` with the recipe's model, data and optimisation; hardware, run_dir and logging stay."""
     m, d, t = recipe["model"], recipe["data"], recipe["train"]
+    dm = ModelConfig()
     model = ModelConfig(depth=None, num_layers=m["num_layers"], d_model=m["d_model"], num_heads=m["num_heads"],
                         num_kv_heads=m["num_kv_heads"], d_ff=m["d_ff"], head_dim=m["head_dim"],
-                        tie_embeddings=bool(m.get("tie_embeddings", False)))
+                        tie_embeddings=bool(m.get("tie_embeddings", False)),
+                        init_std=float(m.get("init_std", dm.init_std)), rope_theta=float(m.get("rope_theta", dm.rope_theta)),
+                        norm_eps=float(m.get("norm_eps", dm.norm_eps)))
     data = replace(cfg.data, corpus=d.get("corpus", cfg.data.corpus), tokenizer=d.get("tokenizer", cfg.data.tokenizer),
                    bpe_vocab_size=int(d.get("bpe_vocab_size", cfg.data.bpe_vocab_size)),
                    seq_len=int(d.get("seq_len", cfg.data.seq_len)), mixture=d.get("mixture", "natural"),
                    val_weights=d.get("val_weights", "mixture"), val_tokens=int(d.get("val_tokens", cfg.data.val_tokens)))
     keep = {k: getattr(cfg.train, k) for k in ("device", "dtype", "compile", "threads", "progress", "tensorboard",
                                                 "wandb", "wandb_mode", "wandb_project", "ckpt_every", "eval_every",
-                                                "log_every", "keep_ckpt", "seed", "diverge_factor")}
+                                                "log_every", "keep_ckpt", "seed", "diverge_factor", "parallel")}
     opt = {k: t[k] for k in ("lr", "schedule", "warmup", "min_lr_ratio", "decay", "decay_shape", "weight_decay",
                              "beta1", "beta2", "eps", "grad_clip") if k in t}
     train = TrainConfig(tokens=float(t["tokens"]), flops=None, batch_tokens=int(t["batch_tokens"]),
-                        micro_batch=t.get("micro_batch"), **opt, **keep)
+                        # a command-line micro-batch wins: it is memory and process layout, not the recipe
+                        micro_batch=cfg.train.micro_batch or t.get("micro_batch"), **opt, **keep)
     return replace(cfg, model=model, data=data, train=train)
 
 
@@ -418,12 +453,12 @@ def apply_recipe(cfg: RunConfig, recipe: dict[str, Any]) -> RunConfig:
 
 def summary(recipe: dict[str, Any]) -> str:
     c, m, t, p = recipe["counts"], recipe["model"], recipe["train"], recipe["prediction"]
-    iv = p.get("loss_val_interval") or [math.nan, math.nan]
+    iv = [math.nan if v is None else v for v in (p.get("loss_val_interval") or [None, None])]
     lines = [
         f"[recipe] target C = {c['flops']:.3g} FLOPs ({recipe['provenance']['extrapolation_factor']:.1f}x the largest "
         f"sweep budget)",
         f"  model  N = {c['params']:,} (total {c['params_total']:,}): {m['num_layers']} layers, d={m['d_model']}, "
-        f"heads {m['num_heads']}/{m['num_kv_heads']}, ff {m['d_ff']}   (law's N_opt {c['N_opt_law']:.3g})",
+        f"heads {m['num_heads']}/{m['num_kv_heads']}, ff {m['d_ff']}   (law's N_opt {c.get('N_opt_law') or math.nan:.3g})",
         f"  data   D = {c['tokens']:.4g} tokens ({c['tokens_per_param']:.0f} tokens/param), mixture "
         f"{recipe['data']['mixture'] if isinstance(recipe['data']['mixture'], str) else 'as swept'}",
         f"  batch  {t['batch_tokens']:,} tokens ({t['batch_seqs']} x {recipe['data']['seq_len']}), micro-batch "
@@ -433,7 +468,7 @@ def summary(recipe: dict[str, Any]) -> str:
         f"({p.get('level', 0.95):.0%}, {p['law']})",
     ]
     for dname, dv in (p.get("domains") or {}).items():
-        div = dv.get("loss_val_interval") or [math.nan, math.nan]
+        div = [math.nan if v is None else v for v in (dv.get("loss_val_interval") or [None, None])]
         lines.append(f"         {dname:<14s} {dv['loss_val']:.4f}  [{div[0]:.4f}, {div[1]:.4f}]")
     for n in recipe.get("notes", []):
         lines.append(f"  note: {n}")

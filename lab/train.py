@@ -29,8 +29,9 @@ of the global batch (gloo on CPU, NCCL on GPUs) and DDP averages the gradients, 
 see exactly the batches one process would (batches are a pure function of (seed, step)) and
 match it to float rounding. Rank 0 alone writes the record and checkpoints. ``train.parallel=fsdp``
 shards parameters, gradients and optimizer state instead (FSDP2 ``fully_shard`` per block), for
-models that do not fit one device; its checkpoints hold the gathered (unsharded) state, so a run
-resumes under any number of processes.
+models that do not fit one device; its checkpoints hold the gathered (unsharded) state, keyed by
+parameter name, and resume under FSDP with any number of processes (a DDP or one-process
+checkpoint resumes without FSDP). The model is still built whole on each device before sharding.
 """
 
 from __future__ import annotations
@@ -536,16 +537,20 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
         dist.destroy_process_group()
         if rank != 0:
             return result
+    bt = None
     if recipe is not None and status == "completed":
         from lab.backtest import compare, report
 
-        bt = compare(recipe, result)
-        atomic_write_json(run_dir / "backtest.json", bt)
-        result["backtest"] = bt["overall"]
+        try:  # a back-test problem must never cost the run its record
+            bt = compare(recipe, result)
+            atomic_write_json(run_dir / "backtest.json", bt)
+            result["backtest"] = bt["overall"]
+        except Exception as e:  # noqa: BLE001
+            result["backtest_error"] = f"{type(e).__name__}: {e}"
     atomic_write_json(run_dir / "result.json", result)
     if status == "completed" and ckpt_path.exists() and not t.keep_ckpt:
         ckpt_path.unlink()
-    if "backtest" in result:
+    if bt is not None:
         _say(cfg, report(bt))
     _say(
         cfg,

@@ -1,7 +1,7 @@
 """Loss-law fits against published results on ../shared/reference (read in place, never copied).
 
 Each test skips with a reason when its reference file is absent. The numbers quoted come from
-../shared/reference/PROVENANCE.md (sources, commits and how each file was derived).
+../shared/reference/PROVENANCE.md (sources, commits and how each file was derived). Where they live: :func:`lab.paths.reference_dir`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ from lab.fit.chinchilla import approach2, approach3
 from lab.fit.common import wls_line
 from lab.fit.data import load_points
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
+from lab.paths import reference_dir
+
+REF = reference_dir()
 
 
 def _need(rel: str) -> Path:
+    if REF is None:
+        pytest.skip("reference data absent: set LAB_REFERENCE or place shared/reference beside the repo")
     p = REF / rel
     if not p.exists():
         pytest.skip(f"reference data {p} is absent (see shared/README.md); nothing to compare against")

@@ -118,6 +118,11 @@ def test_bad_recipes(sweep, tmp_path):
     broken(lambda r: r["data"].update(mixture={"prose_en": 0.7, "tech_docs": 0.7}), "data.mixture")
     broken(lambda r: r.update(lab_version="0.0.1"), "written by lab '0.0.1'")
     broken(lambda r: r.pop("train"), "section 'train'")
+    broken(lambda r: r["data"].update(mixture={**MIXTURE, "prose_en": float("nan")}), "data.mixture")
+    broken(lambda r: r["model"].update(tie_embeddings="false"), "model.tie_embeddings")
+    broken(lambda r: r["train"].update(batch_tokens=4096.5), "train.batch_tokens")
+    broken(lambda r: r["prediction"].update(loss_val="low"), "prediction.loss_val")
+    broken(lambda r: r["train"].update(warmup="0.1"), "recipe")
     p = tmp_path / "evil.yaml"
     p.write_text("lab_recipe: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(RecipeError, match="safe loader"):
@@ -148,6 +153,15 @@ def test_recipe_run_matches_hand_configured_run(sweep, tmp_path, fixture_corpus)
     bt = json.loads((tmp_path / "a" / "backtest.json").read_text())
     assert bt["overall"]["achieved"] == via_recipe["loss_val"]
     assert via_recipe["backtest"]["predicted"] == r["prediction"]["loss_val"]
+
+
+def test_apply_recipe_keeps_command_line_hardware(sweep):
+    r = build_recipe([str(sweep)], target_flops=1e10, bootstrap=0)
+    cfg = RunConfig(train=TrainConfig(tokens=1, parallel="fsdp", micro_batch=1, threads=3), run_dir="x")
+    out = apply_recipe(cfg, r)
+    assert out.train.parallel == "fsdp" and out.train.micro_batch == 1 and out.train.threads == 3
+    assert out.train.tokens == r["train"]["tokens"] and out.model.d_model == r["model"]["d_model"]
+    assert out.model.rope_theta == r["model"]["rope_theta"]
 
 
 def test_backtest_arithmetic():

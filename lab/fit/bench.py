@@ -23,7 +23,10 @@ from lab.fit.chinchilla import approach3
 from lab.fit.data import load_points
 from lab.fit.laws import Parametric, objective
 
-REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "epoch-chinchilla" / "svg_extracted_data.csv"
+from lab.paths import reference_dir
+
+_ref = reference_dir()
+REF = (_ref / "epoch-chinchilla" / "svg_extracted_data.csv") if _ref else Path("/nonexistent")
 
 
 def workload() -> tuple[pd.DataFrame, dict, str]:

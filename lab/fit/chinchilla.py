@@ -396,7 +396,7 @@ def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 
     cD, b = wls_line(lnC[on], np.log(d[on]))
     cL, gL = wls_line(lnC[on], np.log(l[on]))
     params = {"a": float(a), "b": float(b), "G": float(np.exp(cN)), "H": float(np.exp(cD)),
-              "alpha_C": float(-gL), "C_c": float(np.exp(cL / -gL))}
+              "alpha_C": float(-gL), "C_c": float(np.exp(cL / -gL)) if gL != 0 else math.nan}
     C_t = _default_target(pts.C, target_flops)
     lt = math.log(C_t)
     samples: dict[str, np.ndarray] = {}

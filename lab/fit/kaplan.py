@@ -66,6 +66,7 @@ def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None
                seed: int = 0, holdout: bool = True) -> FitResult:
     """One Kaplan law (``form`` in N, D, C, ND) with intervals, residuals and a hold-out check."""
     require(form in FORMS, f"--form {form!r} is not a Kaplan law; allowed: {', '.join(FORMS)}")
+    require(len(pts) > 0, "no points to fit (every row was dropped; see the dropped list)")
     rng = np.random.default_rng(seed)
     K = int(bootstrap)
     C_t = _default_target(pts.C, target_flops)
