@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "of the budget's best run (default: all runs)")
     c.add_argument("--curves", choices=["auto", "none"], default="auto",
                    help="approach 1: use evaluation curves when INPUT is a sweep folder (auto) or final points only")
+    h = sub.add_parser("hparams", help="batch-size and LR laws: B_opt, lr_opt vs C (or N and D)")
+    h.add_argument("input", help="sweep folder, or a .csv/.parquet table of a batch x LR grid")
+    h.add_argument("--form", default="C", choices=["C", "ND"])
+    h.add_argument("--band", type=float, default=0.0025, help="near-optimal band, relative (default 0.25%%)")
+    for k in ("N", "D", "C", "batch", "lr", "loss"):
+        h.add_argument(f"--{k}", dest=f"{k}_col")
+    h.add_argument("--batch-unit", default="tokens", choices=["tokens", "sequences"])
+    h.add_argument("--seq-len", type=int)
+    h.add_argument("--bootstrap", type=int, default=1000)
+    h.add_argument("--level", type=float, default=0.95)
+    h.add_argument("--target-flops", type=float)
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--json", action="store_true")
+    h.add_argument("--plot", metavar="DIR", help="(plots for these laws come in a later change)")
     return ap
 
 
@@ -79,6 +93,12 @@ def _load(args) -> tuple[Points, Any]:
 
 def run(args) -> dict[str, FitResult | str]:
     """Fit what ``args`` ask for; a law that cannot be fitted maps to its error message."""
+    if args.law == "hparams":
+        from lab.fit.hparams import fit_hparams, load_hparams
+        hd = load_hparams(args.input, args.form, args.N_col, args.D_col, args.C_col, args.batch_col, args.batch_unit,
+                          args.seq_len, args.lr_col, args.loss_col)
+        return {"hparams": fit_hparams(hd, args.form, args.band, args.bootstrap, args.level, args.seed,
+                                       args.target_flops)}
     pts, curves = _load(args)
     common = dict(bootstrap=args.bootstrap, target_flops=args.target_flops, level=args.level, seed=args.seed)
     out: dict[str, FitResult | str] = {}
@@ -149,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab.fit: error: {e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - t0
-    if args.plot:
+    if args.plot and args.law != "hparams":
         from lab.fit.plots import save_plots
         written = save_plots(results, args.plot)
         if not args.json:

@@ -1,0 +1,309 @@
+"""Hyperparameter laws: the optimal batch size and peak learning rate as functions of compute.
+
+As DeepSeek LLM (2024) and Step Law (Li et al. 2025) fit them: in each compute budget (form ``C``)
+or (N, D) cell (form ``ND``), take the *near-optimal* runs, those whose loss is within ``band``
+(0.25% by default) of the cell's best, and fit log-space least squares through all of them:
+
+* form C:  ``B_opt = B_coef * C^B_C_exp``,  ``lr_opt = lr_coef * C^lr_C_exp``
+* form ND: ``lr_opt = lr_coef * N^lr_N_exp * D^lr_D_exp``,  ``B_opt = B_coef * D^B_D_exp``
+
+Batch is in tokens (``--batch-unit sequences --seq-len L`` converts). Intervals: bootstrap over runs
+resampled within cells, the band reselected each time. A second estimate fits a smooth quadratic
+surface of loss over (ln B, ln lr) per cell and takes its minimum, so the optimum is not tied to grid
+points; both are reported with the gap between them. A cell whose best run sits on the edge of its
+swept batch or LR range is flagged (widen the grid there); diverged and failed runs are excluded and
+counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lab.fit.common import bootstrap_weights, quiet, require
+from lab.fit.data import FitError, read_table
+from lab.fit.result import FitResult, interval
+
+BATCH_ALIASES = ["batch_tokens", "bs", "batch", "batch_size"]
+LR_ALIASES = ["lr", "learning_rate", "peak_lr"]
+LOSS_ALIASES = ["loss_val", "smooth loss", "loss", "val_loss"]
+
+
+@dataclass
+class HparamData:
+    N: np.ndarray
+    D: np.ndarray
+    C: np.ndarray
+    B: np.ndarray      # tokens
+    lr: np.ndarray
+    loss: np.ndarray
+    cell: np.ndarray   # int cell per row
+    cells: list[dict[str, float]]
+    excluded: list[dict[str, Any]]
+    notes: list[str]
+    columns: dict[str, str]
+
+
+def _pick(df: pd.DataFrame, given: str | None, aliases: list[str], what: str) -> str | None:
+    if given is not None:
+        if given not in df.columns:
+            raise FitError(f"--{what} column {given!r} is not in the table")
+        return given
+    return next((a for a in aliases if a in df.columns), None)
+
+
+def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = None, C: str | None = None,
+                 batch: str | None = None, batch_unit: str = "tokens", seq_len: int | None = None,
+                 lr: str | None = None, loss: str | None = None) -> HparamData:
+    """Validate a batch x LR table and group its runs into cells (budgets or (N, D) pairs)."""
+    require(form in ("C", "ND"), f"--form {form!r}; allowed: C, ND")
+    require(batch_unit in ("tokens", "sequences"), f"--batch-unit {batch_unit!r}; allowed: tokens, sequences")
+    df, _ = read_table(source)
+    cols = {"N": _pick(df, N, ["params", "N", "n"], "N"), "D": _pick(df, D, ["tokens", "D", "t"], "D"),
+            "C": _pick(df, C, ["flops", "C"], "C"), "batch": _pick(df, batch, BATCH_ALIASES, "batch"),
+            "lr": _pick(df, lr, LR_ALIASES, "lr"), "loss": _pick(df, loss, LOSS_ALIASES, "loss")}
+    for k in ("batch", "lr", "loss"):
+        require(cols[k] is not None, f"no {k} column: pass --{k} COL")
+    require(cols["N"] is not None and (cols["D"] is not None or cols["C"] is not None),
+            "need N and D (or N and C) columns: pass --N/--D/--C")
+    notes: list[str] = []
+    excluded: list[dict[str, Any]] = []
+    keep = np.ones(len(df), bool)
+    if "cooldown" in df.columns:
+        keep &= ~df["cooldown"].fillna(False).astype(bool).to_numpy()
+    if "status" in df.columns:
+        st = df["status"].astype(str).to_numpy()
+        bad = keep & (st != "completed")
+        excluded += [{"row": int(i), "reason": f"status={st[i]}"} for i in np.flatnonzero(bad)]
+        keep &= ~bad
+    num = {k: pd.to_numeric(df[c], errors="coerce").to_numpy(float) for k, c in cols.items() if c is not None}
+    for k, v in num.items():
+        bad = keep & ~(np.isfinite(v) & (v > 0))
+        excluded += [{"row": int(i), "reason": f"{cols[k]} not a positive number (diverged?)"} for i in np.flatnonzero(bad)]
+        keep &= ~bad
+    n = num["N"][keep]
+    if cols["D"] is not None:
+        d = num["D"][keep]
+        c = num["C"][keep] if cols["C"] is not None else 6 * n * d
+        if cols["C"] is None:
+            notes.append("C = 6 N D (no C column)")
+    else:
+        c = num["C"][keep]
+        d = c / (6 * n)
+        notes.append("D = C / (6 N) (no D column)")
+    b = num["batch"][keep]
+    if batch_unit == "sequences":
+        require(seq_len is not None and seq_len > 0, "--batch-unit sequences needs --seq-len L")
+        b = b * seq_len
+        notes.append(f"batch converted from sequences x {seq_len} tokens")
+    lr_, l = num["lr"][keep], num["loss"][keep]
+    require(len(l) > 0, "no usable runs")
+    require(len(np.unique(b)) >= 2, f"the grid has one batch size ({b[0]:g}); a batch law needs at least 2")
+    require(len(np.unique(lr_)) >= 2, f"the grid has one learning rate ({lr_[0]:g}); an LR law needs at least 2")
+    if form == "C":
+        from lab.fit.data import group_budgets
+        budget = None
+        if "budget" in df.columns:
+            bb = pd.to_numeric(df["budget"], errors="coerce").to_numpy(float)[keep]
+            budget = bb if np.all(np.isfinite(bb)) else None
+        cell = group_budgets(c, budget, rel_tol=0.1)
+    else:
+        key = [(round(math.log(x), 2), round(math.log(y), 2)) for x, y in zip(n, d)]
+        uniq = sorted(set(key))
+        cell = np.array([uniq.index(k) for k in key])
+    cells = []
+    for g in range(int(cell.max()) + 1):
+        idx = cell == g
+        cells.append({"N": float(np.exp(np.mean(np.log(n[idx])))), "D": float(np.exp(np.mean(np.log(d[idx])))),
+                      "C": float(np.exp(np.mean(np.log(c[idx])))), "runs": int(idx.sum())})
+    if excluded:
+        notes.append(f"{len(excluded)} run(s) excluded (diverged, failed or not numeric)")
+    return HparamData(n, d, c, b, lr_, l, cell, cells, excluded, notes, {k: v for k, v in cols.items() if v})
+
+
+def near_optimal(loss: np.ndarray, cell: np.ndarray, band: float, w: np.ndarray | None = None) -> np.ndarray:
+    """Rows within ``band`` (relative) of their cell's lowest loss, among rows with weight > 0."""
+    present = np.ones(len(loss), bool) if w is None else w > 0
+    out = np.zeros(len(loss), bool)
+    for g in np.unique(cell):
+        idx = (cell == g) & present
+        if idx.any():
+            best = loss[idx].min()
+            out |= idx & (loss <= best * (1 + band))
+    return out
+
+
+def _design(h: HparamData, form: str, target: str) -> np.ndarray:
+    """Regressors (with intercept) for ln lr or ln B."""
+    one = np.ones(len(h.loss))
+    if form == "C":
+        return np.stack([one, np.log(h.C)], 1)
+    if target == "lr":
+        return np.stack([one, np.log(h.N), np.log(h.D)], 1)
+    return np.stack([one, np.log(h.D)], 1)
+
+
+def _wlstsq(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
+    return coef
+
+
+def _smooth_optima(h: HparamData) -> list[dict[str, Any]]:
+    """Per cell: minimum of a quadratic surface of loss over (ln B, ln lr), when it has one inside."""
+    out = []
+    for g in range(len(h.cells)):
+        idx = h.cell == g
+        x, y, l = np.log(h.B[idx]), np.log(h.lr[idx]), h.loss[idx]
+        if len(np.unique(x)) < 3 or len(np.unique(y)) < 3 or idx.sum() < 6:
+            out.append({"ok": False, "reason": "fewer than 3 batch sizes or LRs"})
+            continue
+        # fit near the optimum: runs within 3% of the best, so far-off divergent corners do not bend it
+        sel = l <= l.min() * 1.03
+        if sel.sum() < 6:
+            sel = np.argsort(l)[:6]
+        xs, ys, ls = x[sel], y[sel], l[sel]
+        mx, my = xs.mean(), ys.mean()
+        u, v = xs - mx, ys - my
+        V = np.stack([np.ones_like(u), u, v, u * u, v * v, u * v], 1)
+        q, *_ = np.linalg.lstsq(V, ls, rcond=None)
+        H = np.array([[2 * q[3], q[5]], [q[5], 2 * q[4]]])
+        if not np.all(np.linalg.eigvalsh(H) > 0):
+            out.append({"ok": False, "reason": "surface has no minimum (not convex near the best runs)"})
+            continue
+        uv = np.linalg.solve(H, -q[1:3])
+        xo, yo = mx + uv[0], my + uv[1]
+        inside = x.min() <= xo <= x.max() and y.min() <= yo <= y.max()
+        out.append({"ok": bool(inside), "B": float(np.exp(xo)), "lr": float(np.exp(yo)),
+                    "reason": "" if inside else "surface minimum outside the swept range"})
+    return out
+
+
+@quiet
+def fit_hparams(h: HparamData, form: str = "C", band: float = 0.0025, bootstrap: int = 1000, level: float = 0.95,
+                seed: int = 0, target_flops: float | None = None) -> FitResult:
+    """Fit B_opt and lr_opt laws; intervals, smooth-surface second estimate, edge flags."""
+    require(band > 0, f"--band must be > 0, got {band}")
+    n_cells = len(h.cells)
+    need = 2 if form == "C" else 3
+    require(n_cells >= need, f"form {form} needs at least {need} cells (budgets or (N, D) pairs), got {n_cells}")
+    few = [i for i, c in enumerate(h.cells) if c["runs"] < 4]
+    require(not few, f"cells with fewer than 4 runs cannot locate an optimum: "
+                     + ", ".join(f"C={h.cells[i]['C']:.3g} ({h.cells[i]['runs']} runs)" for i in few[:6]))
+    near = near_optimal(h.loss, h.cell, band)
+    Xl, Xb = _design(h, form, "lr"), _design(h, form, "B")
+    ylr, yb = np.log(h.lr), np.log(h.B)
+    w = near.astype(float)
+    clr, cb = _wlstsq(Xl, ylr, w), _wlstsq(Xb, yb, w)
+    if form == "C":
+        names_lr, names_b = ["lr_coef", "lr_C_exp"], ["B_coef", "B_C_exp"]
+    else:
+        names_lr, names_b = ["lr_coef", "lr_N_exp", "lr_D_exp"], ["B_coef", "B_D_exp"]
+
+    def to_params(cl, cb_):
+        p = {names_lr[0]: math.exp(cl[0]), **{k: float(v) for k, v in zip(names_lr[1:], cl[1:])}}
+        p.update({names_b[0]: math.exp(cb_[0]), **{k: float(v) for k, v in zip(names_b[1:], cb_[1:])}})
+        return p
+
+    params = to_params(clr, cb)
+    samples: dict[str, np.ndarray] = {}
+    K = int(bootstrap)
+    if K > 0:
+        rng = np.random.default_rng(seed)
+        W = bootstrap_weights(len(h.loss), K, rng, h.cell)
+        rows = []
+        for k in range(K):
+            nk = near_optimal(h.loss, h.cell, band, W[k]).astype(float) * W[k]
+            rows.append(to_params(_wlstsq(Xl, ylr, nk), _wlstsq(Xb, yb, nk)))
+        samples = {k: np.array([r[k] for r in rows]) for k in params}
+    # edges and per-cell summaries
+    cells_out, edge = [], []
+    for g, c in enumerate(h.cells):
+        idx = h.cell == g
+        j = np.flatnonzero(idx)[np.argmin(h.loss[idx])]
+        on_b = h.B[j] in (h.B[idx].min(), h.B[idx].max())
+        on_lr = h.lr[j] in (h.lr[idx].min(), h.lr[idx].max())
+        flags = (["batch"] if on_b else []) + (["lr"] if on_lr else [])
+        if flags:
+            edge.append(f"C={c['C']:.3g} (N={c['N']:.3g}, D={c['D']:.3g}): best run at the edge of the swept "
+                        f"{' and '.join(flags)} range; widen the grid there")
+        cells_out.append({**c, "best_loss": float(h.loss[j]), "best_B": float(h.B[j]), "best_lr": float(h.lr[j]),
+                          "near_optimal": int((near & idx).sum()), "edge": flags})
+    # second estimate: smooth surfaces
+    smooth = _smooth_optima(h)
+    sm_ok = [i for i, s in enumerate(smooth) if s["ok"]]
+    smooth_params = None
+    if len(sm_ok) >= need:
+        ci = np.array(sm_ok)
+        hs = HparamData(np.array([h.cells[i]["N"] for i in ci]), np.array([h.cells[i]["D"] for i in ci]),
+                        np.array([h.cells[i]["C"] for i in ci]), np.array([smooth[i]["B"] for i in ci]),
+                        np.array([smooth[i]["lr"] for i in ci]), np.zeros(len(ci)), np.arange(len(ci)), [], [], [], {})
+        one = np.ones(len(ci))
+        smooth_params = to_params(_wlstsq(_design(hs, form, "lr"), np.log(hs.lr), one),
+                                  _wlstsq(_design(hs, form, "B"), np.log(hs.B), one))
+    C_t = float(target_flops) if target_flops else float(10 * max(c["C"] for c in h.cells))
+    preds = _predict(params, form, C_t, samples, level)
+    gap = None
+    if smooth_params is not None:
+        sp = _predict(smooth_params, form, C_t, {}, level)
+        gap = {"B_opt_ratio": sp["B_opt"] / preds["B_opt"], "lr_opt_ratio": sp["lr_opt"] / preds["lr_opt"]}
+    diag = {"n_points": int(len(h.loss)), "n_cells": n_cells, "band": band, "near_optimal_total": int(near.sum()),
+            "cells": cells_out, "excluded": h.excluded, "dropped": h.excluded, "edge_warnings": edge,
+            "smooth_fit": {"params": smooth_params, "cells_used": len(sm_ok),
+                           "cells": [{**h.cells[i], **s} for i, s in enumerate(smooth)], "gap_at_target": gap},
+            "bootstrap": K}
+    notes = list(h.notes) + edge
+    if form == "C":
+        formula = "B_opt = B_coef * C^B_C_exp (tokens), lr_opt = lr_coef * C^lr_C_exp"
+    else:
+        formula = "lr_opt = lr_coef * N^lr_N_exp * D^lr_D_exp, B_opt = B_coef * D^B_D_exp (tokens)"
+    return FitResult(f"hyperparameter laws (form {form})", formula, params, samples, level, preds, diag,
+                     {"B": "batch in tokens", "C": h.columns.get("C", "C = 6 N D")}, notes,
+                     extra={"data": h, "near": near, "form": form})
+
+
+def predict_hparams(params: dict[str, float], form: str, C: float | None = None, N: float | None = None,
+                    D: float | None = None) -> tuple[float, float]:
+    """(B_opt in tokens, lr_opt) from fitted parameters."""
+    if form == "C":
+        require(C is not None, "form C predicts from C")
+        return params["B_coef"] * C ** params["B_C_exp"], params["lr_coef"] * C ** params["lr_C_exp"]
+    require(N is not None and D is not None, "form ND predicts from N and D")
+    return (params["B_coef"] * D ** params["B_D_exp"],
+            params["lr_coef"] * N ** params["lr_N_exp"] * D ** params["lr_D_exp"])
+
+
+def _predict(params, form, C_t, samples, level) -> dict[str, Any]:
+    if form == "C":
+        b, l = predict_hparams(params, "C", C=C_t)
+        out = {"C": C_t, "B_opt": b, "lr_opt": l}
+        if samples:
+            out["B_opt_interval"] = list(interval(samples["B_coef"] * C_t ** samples["B_C_exp"], level))
+            out["lr_opt_interval"] = list(interval(samples["lr_coef"] * C_t ** samples["lr_C_exp"], level))
+        return out
+    # form ND: predict at the compute-optimal-ish point D = 20 N of C = 6 N D, stated
+    N = math.sqrt(C_t / 120)
+    D = 20 * N
+    b, l = predict_hparams(params, "ND", N=N, D=D)
+    out = {"C": C_t, "N": N, "D": D, "B_opt": b, "lr_opt": l, "note": "at N, D with C = 6 N D and D = 20 N"}
+    if samples:
+        out["B_opt_interval"] = list(interval(samples["B_coef"] * D ** samples["B_D_exp"], level))
+        out["lr_opt_interval"] = list(interval(samples["lr_coef"] * N ** samples["lr_N_exp"] * D ** samples["lr_D_exp"],
+                                               level))
+    return out
+
+
+def grid_gap(h: HparamData, params: dict[str, float], form: str) -> np.ndarray:
+    """Per cell: relative loss gap between the run nearest the law's optimum (in log space) and the best run."""
+    gaps = []
+    for g, c in enumerate(h.cells):
+        idx = np.flatnonzero(h.cell == g)
+        b, l = predict_hparams(params, form, C=c["C"], N=c["N"], D=c["D"])
+        dist = (np.log(h.B[idx] / b)) ** 2 + (np.log(h.lr[idx] / l)) ** 2
+        j = idx[np.argmin(dist)]
+        gaps.append(h.loss[j] / h.loss[idx].min() - 1)
+    return np.array(gaps)
