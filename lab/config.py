@@ -93,6 +93,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: str = "auto"  # auto: torch.compile on GPU only (costs ~20 s/shape on CPU, gains little)
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    # Gradient noise scale (McCandlish et al. 2018): B_noise from micro-batch vs batch gradient norms,
+    # logged per step (needs >= 2 micro-batches per step, one process); where larger batches stop paying.
+    gns: bool = False
     parallel: str = "ddp"  # under torchrun: ddp (replicated model) or fsdp (sharded: models too big for one device)
     progress: bool = True
     tensorboard: bool = False  # stream metrics to <run_dir>/tensorboard (pip install tensorboard)

@@ -159,7 +159,7 @@ def build_recipe(*args, **kwargs) -> dict[str, Any]:
 
 def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_params: float | None = None,
                  target_tokens: float | None = None, approach: str = "auto", bootstrap: int = 500,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, hparam_sweeps: list[str] | None = None) -> dict[str, Any]:
     """Fit the sweeps and derive the full-size run; see the module docstring for the contents."""
     from lab.fit import FitError, approach2, approach3, load_points
     from lab.fit.common import FlopModel
@@ -236,7 +236,10 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
         D = float(target_tokens)
     else:
         D = C / c["flops_per_token"]      # spend C exactly with the shape actually chosen
-    B = st["batch_tokens"]
+    B, lr = st["batch_tokens"], st["lr"]
+    hp_law = None
+    if hparam_sweeps:
+        B, lr, hp_law = _hparams_from(hparam_sweeps, C, st["seq_len"], bootstrap, seed, notes)
     steps = steps_for_tokens(D, B, "the recipe's D")
     D = float(steps * B)
     C_run = D * c["flops_per_token"]
@@ -290,7 +293,7 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
                  "seq_len": st["seq_len"], "mixture": st["mixture"], "val_weights": st["val_weights"],
                  "val_tokens": st["val_tokens"]},
         "train": {"tokens": D, "batch_tokens": B, "batch_seqs": batch_seqs,
-                  "micro_batch": _micro_batch(batch_seqs, st["seq_len"]), "steps": steps, "lr": st["lr"],
+                  "micro_batch": _micro_batch(batch_seqs, st["seq_len"]), "steps": steps, "lr": lr,
                   **{k: st[k] for k in ("schedule", "warmup", "min_lr_ratio", "decay", "decay_shape",
                                         "weight_decay", "beta1", "beta2", "eps", "grad_clip")}},
         "prediction": prediction,
@@ -299,8 +302,10 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
                      "intervals": fit.intervals, "n_points": fit.diagnostics.get("n_points"),
                      "residual_rms_log": fit.diagnostics.get("residuals", {}).get("rms_log"),
                      "holdout": {k: v for k, v in (fit.diagnostics.get("holdout") or {}).items() if k != "errors_pct"}},
-            "batch_size": {"fitted": False, "value": B, "source": "the sweeps' train.batch_tokens"},
-            "lr": {"fitted": False, "value": st["lr"], "source": "the sweeps' train.lr"},
+            "batch_size": ({"fitted": True, "value": B, **hp_law["batch_size"]} if hp_law else
+                           {"fitted": False, "value": B, "source": "the sweeps' train.batch_tokens"}),
+            "lr": ({"fitted": True, "value": lr, **hp_law["lr"]} if hp_law else
+                   {"fitted": False, "value": lr, "source": "the sweeps' train.lr"}),
             "mixture": {"fitted": False, "value": st["mixture"], "source": "the sweeps' training mixture"},
         },
         "provenance": {"sweeps": [str(Path(s).resolve()) for s in sweeps], "runs_used": len(pts),
@@ -310,6 +315,29 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
         "notes": notes,
     }
     return _py(_jsonable(recipe))
+
+
+def _hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, seed: int,
+                  notes: list[str]) -> tuple[int, float, dict[str, Any]]:
+    """Batch (tokens, a power-of-two number of sequences) and peak LR from the fitted form-C laws."""
+    from lab.fit.hparams import fit_hparams, load_hparams, predict_hparams
+    from lab.results import load_runs
+
+    for s in sweeps:
+        if not Path(s).is_dir():
+            raise RecipeError(f"--hparams sweep folder {s!r} does not exist")
+    res = fit_hparams(load_hparams(load_runs(*sweeps), form="C"), form="C", bootstrap=min(bootstrap, 300),
+                      seed=seed, target_flops=C)
+    b_opt, lr_opt = predict_hparams(res.params, "C", C=C)
+    seqs = 2 ** max(0, round(math.log2(max(1.0, b_opt / seq_len))))
+    notes.extend(f"batch/LR law: {w}" for w in res.diagnostics["edge_warnings"])
+    iv = res.predictions
+    common = {"law": res.formula, "params": res.params, "intervals": res.intervals,
+              "sweeps": [str(Path(s).resolve()) for s in sweeps], "edge_warnings": res.diagnostics["edge_warnings"]}
+    law = {"batch_size": {**common, "B_opt_law": b_opt, "B_opt_interval": iv.get("B_opt_interval"),
+                          "rounding": f"{seqs} sequences of {seq_len} (nearest power of two)"},
+           "lr": {**common, "lr_opt_law": lr_opt, "lr_opt_interval": iv.get("lr_opt_interval")}}
+    return seqs * seq_len, float(lr_opt), law
 
 
 def _jsonable(v: Any) -> Any:
@@ -462,8 +490,8 @@ def summary(recipe: dict[str, Any]) -> str:
         f"  data   D = {c['tokens']:.4g} tokens ({c['tokens_per_param']:.0f} tokens/param), mixture "
         f"{recipe['data']['mixture'] if isinstance(recipe['data']['mixture'], str) else 'as swept'}",
         f"  batch  {t['batch_tokens']:,} tokens ({t['batch_seqs']} x {recipe['data']['seq_len']}), micro-batch "
-        f"{t['micro_batch']}, {t['steps']:,} steps; lr {t['lr']:g} {t['schedule']} (batch/LR laws: not fitted, "
-        "from the sweeps)",
+        f"{t['micro_batch']}, {t['steps']:,} steps; lr {t['lr']:.3g} {t['schedule']} (batch/LR laws: "
+        + ("fitted)" if recipe["laws"]["lr"]["fitted"] else "not fitted, from the sweeps)"),
         f"  loss   predicted loss_val = {p['loss_val']:.4f} nats/token  [{iv[0]:.4f}, {iv[1]:.4f}] "
         f"({p.get('level', 0.95):.0%}, {p['law']})",
     ]
@@ -484,12 +512,14 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--target-tokens", type=float, help="D of the full-size run; N from the compute-optimal law")
     ap.add_argument("--out", default="recipe.yaml")
     ap.add_argument("--approach", default="auto", choices=["auto", "2", "3"], help="loss law (auto: 3, else 2)")
+    ap.add_argument("--hparams", nargs="+", metavar="SWEEP", help="batch x LR sweeps: take batch and peak LR "
+                                                                 "from their fitted laws (lab.fit hparams)")
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     try:
         r = build_recipe(args.sweeps, args.target_flops, args.target_params, args.target_tokens, args.approach,
-                         args.bootstrap, args.seed)
+                         args.bootstrap, args.seed, args.hparams)
     except (RecipeError, ValueError) as e:
         print(f"lab.recipe: error: {e}", file=sys.stderr)
         return 2

@@ -179,6 +179,7 @@ def train_step(
     dtype: torch.dtype | None,
     grad_clip: float,
     no_sync: Any = None,
+    gns: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over ``accum`` micro-batches; returns (mean loss, pre-clip grad norm).
 
@@ -186,6 +187,8 @@ def train_step(
     The benchmark times exactly this function, so its numbers are the trainer's numbers.
     """
     loss_sum = torch.zeros((), device=device)
+    prev: list[torch.Tensor] | None = None
+    small_sq = 0.0
     for i, (x, y) in enumerate(micro_batches):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         sync = no_sync() if (no_sync is not None and i < accum - 1) else contextlib.nullcontext()
@@ -194,6 +197,15 @@ def train_step(
                 loss = fwd(x, y)
             (loss / accum).backward()
         loss_sum += loss.detach()
+        if gns is not None:  # this micro-batch's gradient = accumulated now - accumulated before
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            sq = sum(float(((g - q) ** 2).sum()) for g, q in zip(grads, prev)) if prev is not None \
+                else sum(float((g * g).sum()) for g in grads)
+            small_sq += sq * accum  # |g_i|^2 = accum^2 |diff|^2, averaged over the accum micro-batches
+            prev = [g.detach().clone() for g in grads]
+    if gns is not None:
+        gns["small"] = small_sq
+        gns["big"] = sum(float((p.grad * p.grad).sum()) for p in model.parameters() if p.grad is not None)
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     if hasattr(gnorm, "full_tensor"):  # FSDP: a sharded (DTensor) norm
         gnorm = gnorm.full_tensor()
@@ -344,6 +356,8 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
             ok = [m for m in range(1, seqs + 1) if seqs % m == 0 and (seqs // m) % world == 0]
             raise ValueError(f"train.micro_batch: {world} processes must split the batch's {accum} micro-batches "
                              f"evenly; allowed micro_batch values: {ok}")
+        if t.gns:
+            raise ValueError("train.gns: the gradient noise scale is measured in one process; drop it under torchrun")
         if plan["branches"]:
             raise ValueError("train.cooldowns: cooldown branches run in one process only; drop them under torchrun")
     if rank == 0:
@@ -377,7 +391,14 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
 
     ckpt_path, metrics_path = run_dir / "ckpt.pt", run_dir / "metrics.jsonl"
     cooldowns_path = run_dir / "cooldowns.jsonl"
-    state = {"step": 0, "elapsed": 0.0, "initial_loss": None, "win_loss": 0.0, "win_n": 0, "resumes": 0}
+    if t.gns and accum < 2:
+        raise ValueError(f"train.gns: needs at least 2 micro-batches per step to compare gradient norms; the batch "
+                         f"of {plan['batch_seqs']} sequences is one micro-batch: set train.micro_batch to a divisor "
+                         f"below {plan['batch_seqs']}")
+    gns: dict[str, float] | None = {} if t.gns else None
+    b_small, b_big = micro * cfg.data.seq_len, B
+    state = {"step": 0, "elapsed": 0.0, "initial_loss": None, "win_loss": 0.0, "win_n": 0, "resumes": 0,
+             "gns_G2": None, "gns_S": None}
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None:
         _load_state(model, optimizer, ckpt, fsdp)
@@ -416,7 +437,13 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
                 g["lr"] = lr
             micro_batches = (sampler.batch(step, micro, m)[:2] for m in range(rank, accum, world))
             loss, gnorm = train_step(fwd, model, optimizer, micro_batches, local_accum, device, dtype, t.grad_clip,
-                                     no_sync)
+                                     no_sync, gns)
+            if gns is not None:  # unbiased |G|^2 and tr(Sigma) estimates, smoothed (McCandlish et al. 2018, app. A)
+                G2 = (b_big * gns["big"] - b_small * gns["small"]) / (b_big - b_small)
+                S = (gns["small"] - gns["big"]) / (1 / b_small - 1 / b_big)
+                a = 0.95
+                state["gns_G2"] = G2 if state.get("gns_G2") is None else a * state["gns_G2"] + (1 - a) * G2
+                state["gns_S"] = S if state.get("gns_S") is None else a * state["gns_S"] + (1 - a) * S
             seg_tokens += B
             if world > 1:  # every rank logs and judges divergence on the global mean loss
                 import torch.distributed as dist
@@ -441,6 +468,8 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
                     "tokens": float(done * B),
                     "flops": float(done * B) * fpt,
                     "loss": state["win_loss"] / state["win_n"],
+                    **({"gns_B_noise": state["gns_S"] / state["gns_G2"] if state["gns_G2"] else float("nan")}
+                       if gns is not None else {}),
                     "lr": lr,
                     "grad_norm": float(gnorm),
                     "tokens_per_s": seg_tokens / max(1e-9, now - seg_start),
@@ -525,6 +554,7 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
         "dtype": "bfloat16" if dtype else "float32",
         "threads": torch.get_num_threads(),
         "resumes": state["resumes"],
+        "gns_B_noise": (state["gns_S"] / state["gns_G2"] if gns is not None and state["gns_G2"] else None),
         "cooldowns": _read_jsonl(cooldowns_path),
         "world_size": world,
         "parallel": (t.parallel if world > 1 else "none"),

@@ -114,3 +114,32 @@ def test_steplaw_refit_reproduces_independent_refit():
     pub = {"lr_coef": 1.79, "lr_N_exp": -0.713, "lr_D_exp": 0.307, "B_coef": 0.58, "B_D_exp": 0.571}
     assert grid_gap(h, p, "ND").mean() <= 1.05 * grid_gap(h, pub, "ND").mean()
     assert grid_gap(h, p, "ND").mean() < 0.001
+
+
+def test_real_cpu_batch_lr_sweep_fits_and_feeds_a_recipe(tmp_path, fixture_corpus):
+    """A real tiny batch x LR sweep (8 runs on the fixture slice) -> a fit -> a recipe that uses it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lab.recipe import build_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bl"
+    proc = subprocess.run([sys.executable, "-m", "lab.sweep", "-cn", "batch_lr_smoke", "-m", f"hydra.sweep.dir={out}"],
+                          cwd=root, env={**os.environ, "LAB_SWEEP_PROBE": "0"}, capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    h = load_hparams(out, form="C")
+    assert len(h.cells) == 2 and all(c["runs"] == 4 for c in h.cells)
+    r = fit_hparams(h, form="C", bootstrap=50)
+    assert all(np.isfinite(v) for v in r.params.values())
+    assert r.predictions["B_opt"] > 0 and r.predictions["lr_opt"] > 0
+    from test_recipe import fake_sweep   # a loss-law sweep of known law (records only, no training)
+
+    loss_sweep = fake_sweep(tmp_path / "loss")
+    rec = build_recipe([str(loss_sweep)], target_flops=1e11, bootstrap=0, hparam_sweeps=[str(out)])
+    assert rec["laws"]["lr"]["fitted"] is True and rec["laws"]["batch_size"]["fitted"] is True
+    assert rec["train"]["batch_tokens"] % rec["data"]["seq_len"] == 0
+    assert rec["train"]["lr"] == pytest.approx(rec["laws"]["lr"]["lr_opt_law"])

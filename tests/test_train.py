@@ -148,3 +148,14 @@ def test_optional_metric_streams(tmp_path, synthetic_corpus):
     ev = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     ev.Reload()
     assert len(ev.Scalars("loss")) == 4 and "loss_val" in ev.Tags()["scalars"]
+
+
+def test_gradient_noise_scale_is_logged(tmp_path, fixture_corpus):
+    from lab.train import train
+
+    r = train(tiny_run(tmp_path / "g", fixture_corpus, tokens=40 * 2048, micro_batch=8, gns=True))
+    assert r["gns_B_noise"] is not None and 0 < r["gns_B_noise"] < 1e9
+    rows = [json.loads(x) for x in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
+    assert all("gns_B_noise" in row for row in rows)
+    with pytest.raises(ValueError, match="train.gns"):
+        train(tiny_run(tmp_path / "h", fixture_corpus, gns=True))   # one micro-batch per step

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--target-flops", type=float)
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--json", action="store_true")
-    h.add_argument("--plot", metavar="DIR", help="(plots for these laws come in a later change)")
+    h.add_argument("--plot", metavar="DIR", help="write per-budget heatmaps and the fitted laws (PNG and SVG)")
     return ap
 
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab.fit: error: {e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - t0
-    if args.plot and args.law != "hparams":
+    if args.plot:
         from lab.fit.plots import save_plots
         written = save_plots(results, args.plot)
         if not args.json:

@@ -257,6 +257,12 @@ def fit_hparams(h: HparamData, form: str = "C", band: float = 0.0025, bootstrap:
                            "cells": [{**h.cells[i], **s} for i, s in enumerate(smooth)], "gap_at_target": gap},
             "bootstrap": K}
     notes = list(h.notes) + edge
+    if smooth_params is not None:
+        notes.append("smooth-surface estimate: " + ", ".join(f"{k}={v:.4g}" for k, v in smooth_params.items())
+                     + (f"; at the target it gives B_opt x{gap['B_opt_ratio']:.2f}, lr_opt x{gap['lr_opt_ratio']:.2f} "
+                        "the near-optimal-band law's" if gap else ""))
+    else:
+        notes.append(f"smooth-surface estimate: only {len(sm_ok)} cell(s) have an interior surface minimum; not fitted")
     if form == "C":
         formula = "B_opt = B_coef * C^B_C_exp (tokens), lr_opt = lr_coef * C^lr_C_exp"
     else:

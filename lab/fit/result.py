@@ -102,7 +102,7 @@ class FitResult:
             lines.append(f"  at C = {_fmt(p.get('C'))}:" + "".join(
                 f"  {k} = {_fmt(p[k])}" + (f" [{_fmt(p[k + '_interval'][0])}, {_fmt(p[k + '_interval'][1])}]"
                                           if k + "_interval" in p else "")
-                for k in ("N_opt", "D_opt", "loss") if k in p))
+                for k in ("N_opt", "D_opt", "loss", "B_opt", "lr_opt") if k in p))
             if p.get("note"):
                 lines.append(f"    ({p['note']})")
         d = self.diagnostics
