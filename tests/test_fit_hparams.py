@@ -62,8 +62,10 @@ def test_bad_grids_and_diverged_runs():
     d.loc[0, "status"], d.loc[0, "loss_val"] = "diverged", np.nan
     h = load_hparams(d, form="C")
     assert h.excluded == [{"row": 0, "reason": "status=diverged"}]
+    with pytest.raises(FitError, match="is in tokens"):
+        load_hparams(df, form="C", batch_unit="sequences", seq_len=128)
     with pytest.raises(FitError, match="--batch-unit sequences needs --seq-len"):
-        load_hparams(df, form="C", batch_unit="sequences")
+        load_hparams(df.rename(columns={"batch_tokens": "batch"}), form="C", batch_unit="sequences")
     with pytest.raises(FitError, match="at least 2 cells"):
         fit_hparams(load_hparams(df[df.flops == 1e17], form="C"), form="C")
 

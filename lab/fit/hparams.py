@@ -96,6 +96,11 @@ def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = 
         d = c / (6 * n)
         notes.append("D = C / (6 N) (no D column)")
     b = num["batch"][keep]
+    if batch_unit == "sequences" and cols["batch"] in ("batch_tokens",):
+        raise FitError(f"--batch-unit sequences, but column {cols['batch']!r} is in tokens (the lab's "
+                       "batch_tokens); drop --batch-unit or pass a batch-in-sequences column (batch_seqs)")
+    if batch_unit == "tokens" and cols["batch"] in ("batch_seqs", "bs"):
+        raise FitError(f"column {cols['batch']!r} counts sequences: pass --batch-unit sequences --seq-len L")
     if batch_unit == "sequences":
         require(seq_len is not None and seq_len > 0, "--batch-unit sequences needs --seq-len L")
         b = b * seq_len
@@ -257,6 +262,9 @@ def fit_hparams(h: HparamData, form: str = "C", band: float = 0.0025, bootstrap:
                            "cells": [{**h.cells[i], **s} for i, s in enumerate(smooth)], "gap_at_target": gap},
             "bootstrap": K}
     notes = list(h.notes) + edge
+    notes += [f"cell C={c['C']:.3g} (N={c['N']:.3g}, D={c['D']:.3g}): {c['runs']} runs, {c['near_optimal']} within "
+              f"{band:.2%}; best B={c['best_B']:.4g}, lr={c['best_lr']:.3g}, loss {c['best_loss']:.4f}"
+              for c in cells_out]
     if smooth_params is not None:
         notes.append("smooth-surface estimate: " + ", ".join(f"{k}={v:.4g}" for k, v in smooth_params.items())
                      + (f"; at the target it gives B_opt x{gap['B_opt_ratio']:.2f}, lr_opt x{gap['lr_opt_ratio']:.2f} "
