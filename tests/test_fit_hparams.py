@@ -78,6 +78,10 @@ def test_cli_json(tmp_path, capsys):
     for k in ("B_coef", "B_C_exp", "lr_coef", "lr_C_exp"):
         assert k in out and k in out["intervals"]
     assert all("near_optimal" in c for c in out["diagnostics"]["cells"])
+    assert fit_main(["hparams", str(path), "--bootstrap", "20", "--plot", str(tmp_path / "p")]) == 0
+    assert "near-optimal" not in capsys.readouterr().err
+    for stem in ("hparam_heatmaps", "hparam_laws"):
+        assert (tmp_path / "p" / f"{stem}.png").stat().st_size > 5000
 
 
 def _steplaw():
