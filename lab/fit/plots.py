@@ -143,6 +143,15 @@ def plot_frontier(result: FitResult, ax=None, runs: Any | None = None):
     return ax
 
 
+def _band(ax, C: np.ndarray, M: np.ndarray, color: str) -> None:
+    """Shade the 95% band of draws M (K, len(C)) when there are enough finite ones."""
+    M = np.asarray(M, float)
+    if M.ndim != 2 or M.shape[1] != len(C) or np.sum(np.all(np.isfinite(M), axis=1)) < 2:
+        return
+    lo, hi = np.nanquantile(M, [0.025, 0.975], axis=0)
+    ax.fill_between(C, lo, hi, color=color, alpha=0.15, lw=0)
+
+
 def plot_optimal(results: Iterable[FitResult], axes=None, published: bool = True, C_range: tuple[float, float] | None = None):
     """N_opt(C) and D_opt(C) of each result with bootstrap bands, and published laws for comparison."""
     results = [r for r in results if isinstance(r, FitResult)]
@@ -163,16 +172,16 @@ def plot_optimal(results: Iterable[FitResult], axes=None, published: bool = True
                 ok = np.isfinite(s["G"]) & np.isfinite(s["a"]) & np.isfinite(s["H"]) & np.isfinite(s["b"])
                 nb = s["G"][ok, None] * C[None] ** s["a"][ok, None]
                 db = s["H"][ok, None] * C[None] ** s["b"][ok, None]
-                axN.fill_between(C, *np.nanquantile(nb, [0.025, 0.975], axis=0), color=col, alpha=0.15, lw=0)
-                axD.fill_between(C, *np.nanquantile(db, [0.025, 0.975], axis=0), color=col, alpha=0.15, lw=0)
+                _band(axN, C, nb, col)
+                _band(axD, C, db, col)
         elif "alpha" in p and "G" in p:          # approach 3: closed form under C = 6 N D
             n, d = p["G"] * (C / 6) ** p["a"], (C / 6) ** p["b"] / p["G"]
             if "G" in s:
                 ok = np.isfinite(s["G"]) & np.isfinite(s["a"])
                 nb = s["G"][ok, None] * (C[None] / 6) ** s["a"][ok, None]
                 db = (C[None] / 6) ** s["b"][ok, None] / s["G"][ok, None]
-                axN.fill_between(C, *np.nanquantile(nb, [0.025, 0.975], axis=0), color=col, alpha=0.15, lw=0)
-                axD.fill_between(C, *np.nanquantile(db, [0.025, 0.975], axis=0), color=col, alpha=0.15, lw=0)
+                _band(axN, C, nb, col)
+                _band(axD, C, db, col)
         else:
             continue
         axN.plot(C, n, color=col, lw=1.8, label=r.law)
@@ -251,8 +260,8 @@ def plot_hparam_laws(result: FitResult, axes=None, published: bool = True):
         K = len(next(iter(s.values())))
         draws = [at({k: v[i] for k, v in s.items()}, C) for i in range(min(K, 300))]
         B_d, L_d = np.array([d[0] for d in draws]), np.array([d[1] for d in draws])
-        axB.fill_between(C, *np.nanquantile(B_d, [0.025, 0.975], axis=0), color="C0", alpha=0.2, lw=0)
-        axL.fill_between(C, *np.nanquantile(L_d, [0.025, 0.975], axis=0), color="C0", alpha=0.2, lw=0)
+        _band(axB, C, B_d, "C0")
+        _band(axL, C, L_d, "C0")
     for c in result.diagnostics["cells"]:
         axB.scatter([c["C"]], [c["best_B"]], color="C0", s=20, zorder=3)
         axL.scatter([c["C"]], [c["best_lr"]], color="C0", s=20, zorder=3)
