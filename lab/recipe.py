@@ -60,18 +60,6 @@ def _mode(runs: pd.DataFrame, col: str, default: Any = None) -> Any:
         return v.astype(str).mode().iloc[0]
 
 
-def _py(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, dict):
-        return {str(k): _py(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_py(x) for x in v]
-    return v
-
-
 def _settings(runs: pd.DataFrame) -> dict[str, Any]:
     """The sweeps' shared settings: shape rule, data, optimiser (most common value per column)."""
     s = {
@@ -314,7 +302,7 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
                        "convention": dict(pts.convention)},
         "notes": notes,
     }
-    return _py(_jsonable(recipe))
+    return _jsonable(recipe)
 
 
 def _hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, seed: int,

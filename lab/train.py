@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+import torch.distributed as dist
 
 import lab
 from lab.config import RunConfig, TrainConfig, to_run_config
@@ -326,8 +327,6 @@ def _world() -> tuple[int, int, int]:
 
 
 def _init_distributed(device: torch.device) -> torch.device:
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         if device.type == "cuda":
             device = torch.device("cuda", _world()[2])
@@ -446,8 +445,6 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
                 state["gns_S"] = S if state.get("gns_S") is None else a * state["gns_S"] + (1 - a) * S
             seg_tokens += B
             if world > 1:  # every rank logs and judges divergence on the global mean loss
-                import torch.distributed as dist
-
                 dist.all_reduce(loss)
                 loss = loss / world
 
@@ -562,8 +559,6 @@ def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any]
         "tags": cfg.tags,
     }
     if world > 1:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
         if rank != 0:
             return result

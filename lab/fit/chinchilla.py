@@ -37,6 +37,28 @@ def _default_target(C: np.ndarray, target: float | None) -> float:
     return float(target) if target is not None else float(10 * np.max(C))
 
 
+def _optimum_lines(lnC, lnN, lnD, lnL, W: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Least-squares lines through the optima: ln N_opt, ln D_opt and ln L* against ln C.
+
+    Returns (cN, a, cD, b, cL, gL), scalars, or arrays with one entry per weight row of ``W``.
+    """
+    cN, a = wls_line(lnC, lnN, W)
+    cD, b = wls_line(lnC, lnD, W)
+    cL, gL = wls_line(lnC, lnL, W)
+    return cN, a, cD, b, cL, gL
+
+
+def _power_laws(lines: tuple, lt: float) -> tuple[dict[str, Any], tuple]:
+    """The published names of :func:`_optimum_lines` (N_opt = G C^a, D_opt = H C^b, L* = (C_c/C)^alpha_C)
+    and N_opt, D_opt, L* at ln C = ``lt``."""
+    cN, a, cD, b, cL, gL = lines
+    with np.errstate(all="ignore"):
+        params = {"a": a, "b": b, "G": np.exp(cN), "H": np.exp(cD), "alpha_C": -gL,
+                  "C_c": np.where(gL != 0, np.exp(cL / -gL), np.nan)}
+        at = (np.exp(cN + a * lt), np.exp(cD + b * lt), np.exp(cL + gL * lt))
+    return params, at
+
+
 def _pred_block(C: float, n: np.ndarray | float, d: np.ndarray | float, l: np.ndarray | float,
                 n_s: np.ndarray, d_s: np.ndarray, l_s: np.ndarray, level: float, note: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {"C": C, "N_opt": float(n), "D_opt": float(d), "loss": float(l)}
@@ -218,15 +240,11 @@ def approach2(pts: Points, bootstrap: int = 1000, target_flops: float | None = N
         detail += " ..." if len(dropped_budgets) > 6 else ""
         raise FitError(f"approach 2 needs at least 3 budgets with an interior minimum, got {int(ok.sum())} of {G}: "
                        f"{detail}")
-    lnC = full["lnC"][0][ok]
-    cN, a = wls_line(lnC, full["lnN"][0][ok])
-    cD, b = wls_line(lnC, full["lnD"][0][ok])
-    cL, gL = wls_line(lnC, np.log(full["L"][0][ok]))
-    params = {"a": float(a), "b": float(b), "G": float(np.exp(cN)), "H": float(np.exp(cD)),
-              "alpha_C": float(-gL), "C_c": float(np.exp(cL / -gL)) if gL != 0 else math.nan}
     C_t = _default_target(pts.C, target_flops)
     lt = math.log(C_t)
-    n_t, d_t, l_t = math.exp(cN + a * lt), math.exp(cD + b * lt), math.exp(cL + gL * lt)
+    lines = _optimum_lines(full["lnC"][0][ok], full["lnN"][0][ok], full["lnD"][0][ok], np.log(full["L"][0][ok]))
+    params, (n_t, d_t, l_t) = _power_laws(lines, lt)
+    params = {k: float(v) for k, v in params.items()}
     samples: dict[str, np.ndarray] = {}
     K = int(bootstrap)
     failed = 0
@@ -236,20 +254,13 @@ def approach2(pts: Points, bootstrap: int = 1000, target_flops: float | None = N
         W = bootstrap_weights(len(pts), K, rng, groups)
         bm = _profile_minima(pts, groups, W)
         good = np.isfinite(bm["lnN"]) & ok[None, :]
-        Wg = good.astype(float)
-        lnCk = np.where(good, bm["lnC"], 0.0)
         with np.errstate(invalid="ignore"):
-            cNb, ab = wls_line(lnCk, np.where(good, bm["lnN"], 0.0), Wg)
-            cDb, bb = wls_line(lnCk, np.where(good, bm["lnD"], 0.0), Wg)
-            cLb, gLb = wls_line(lnCk, np.log(np.where(good, bm["L"], 1.0)), Wg)
+            lines_b = _optimum_lines(np.where(good, bm["lnC"], 0.0), np.where(good, bm["lnN"], 0.0),
+                                     np.where(good, bm["lnD"], 0.0), np.log(np.where(good, bm["L"], 1.0)),
+                                     good.astype(float))
         enough = good.sum(1) >= 3
         failed = int((~enough).sum())
-        for arr in (ab, bb, cNb, cDb, cLb, gLb):
-            arr[~enough] = np.nan
-        with np.errstate(all="ignore"):
-            samples = {"a": ab, "b": bb, "G": np.exp(cNb), "H": np.exp(cDb), "alpha_C": -gLb,
-                       "C_c": np.exp(cLb / -gLb)}
-            nb, db, lb = np.exp(cNb + ab * lt), np.exp(cDb + bb * lt), np.exp(cLb + gLb * lt)
+        samples, (nb, db, lb) = _power_laws(tuple(np.where(enough, x, np.nan) for x in lines_b), lt)
         samples.update({"N_opt": nb, "D_opt": db, "loss_at_target": lb})
     preds = _pred_block(C_t, n_t, d_t, l_t, nb, db, lb, level,
                         "loss at target from L*(C) = (C_c / C)^alpha_C fitted to the profile minima")
@@ -329,6 +340,16 @@ def run_curves(pts: Points, curves: pd.DataFrame | None, loss_col: str = "loss_v
     return out
 
 
+def envelope_grid(curves: list[dict[str, np.ndarray]], single: bool, per_decade: int = 20) -> np.ndarray:
+    """C values at which the envelope is read: each run's own C when runs are single points, else
+    ``per_decade`` log-spaced values per decade over the curves' range."""
+    if single:
+        return np.unique(np.concatenate([c["C"] for c in curves]))
+    cmin = min(c["C"][0] for c in curves)
+    cmax = max(c["C"][-1] for c in curves)
+    return np.logspace(math.log10(cmin), math.log10(cmax), max(10, int(per_decade * math.log10(cmax / cmin)) + 1))
+
+
 def _envelope_matrix(curves: list[dict[str, np.ndarray]], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(R, G) loss and tokens of each run at each grid C (log-linear interpolation), NaN off its range."""
     R, Gn = len(curves), len(grid)
@@ -380,10 +401,7 @@ def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 
     cmax = max(c["C"][-1] for c in rc)
     decades = math.log10(cmax / cmin)
     require(decades > 0.3, f"approach 1 needs runs spanning a range of C; these span {decades:.2f} decades")
-    if single:
-        grid = np.unique(np.sort(pts.C))  # each run's own C is a grid point
-    else:
-        grid = np.logspace(math.log10(cmin), math.log10(cmax), max(10, int(per_decade * decades) + 1))
+    grid = envelope_grid(rc, single, per_decade)
     Lm, Dm = _envelope_matrix(rc, grid)
     N = np.array([c["N"] for c in rc], float)
     n, d, l = _envelope(Lm, Dm, N, np.ones(len(rc)), single)
@@ -392,13 +410,11 @@ def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 
     require(distinct >= 2, f"approach 1: the envelope holds only {distinct} distinct model size(s); "
                            "it needs runs of at least 2 (better 3+) sizes that each lead somewhere in C")
     lnC = np.log(grid)
-    cN, a = wls_line(lnC[on], np.log(n[on]))
-    cD, b = wls_line(lnC[on], np.log(d[on]))
-    cL, gL = wls_line(lnC[on], np.log(l[on]))
-    params = {"a": float(a), "b": float(b), "G": float(np.exp(cN)), "H": float(np.exp(cD)),
-              "alpha_C": float(-gL), "C_c": float(np.exp(cL / -gL)) if gL != 0 else math.nan}
     C_t = _default_target(pts.C, target_flops)
     lt = math.log(C_t)
+    lines = _optimum_lines(lnC[on], np.log(n[on]), np.log(d[on]), np.log(l[on]))
+    params, (n_t, d_t, l_t) = _power_laws(lines, lt)
+    params = {k: float(v) for k, v in params.items()}
     samples: dict[str, np.ndarray] = {}
     K = int(bootstrap)
     failed = 0
@@ -411,23 +427,18 @@ def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 
         dK = np.array([r[1] for r in res])
         lK = np.array([r[2] for r in res])
         good = np.isfinite(nK)
-        Wg = good.astype(float)
-        lnCK = np.broadcast_to(lnC, nK.shape)
         with np.errstate(all="ignore"):
-            cNb, ab = wls_line(lnCK, np.log(np.where(good, nK, 1.0)), Wg)
-            cDb, bb = wls_line(lnCK, np.log(np.where(good, dK, 1.0)), Wg)
-            cLb, gLb = wls_line(lnCK, np.log(np.where(good, lK, 1.0)), Wg)
+            lines_b = _optimum_lines(np.broadcast_to(lnC, nK.shape), np.log(np.where(good, nK, 1.0)),
+                                     np.log(np.where(good, dK, 1.0)), np.log(np.where(good, lK, 1.0)),
+                                     good.astype(float))
         distinctK = np.array([len(np.unique(nK[k][good[k]])) for k in range(K)])
         bad = distinctK < 2
         failed = int(bad.sum())
-        for arr in (ab, bb, cNb, cDb, cLb, gLb):
-            arr[bad] = np.nan
-        with np.errstate(all="ignore"):
-            samples = {"a": ab, "b": bb, "G": np.exp(cNb), "H": np.exp(cDb), "alpha_C": -gLb, "C_c": np.exp(cLb / -gLb)}
-            nb, db, lb = np.exp(cNb + ab * lt), np.exp(cDb + bb * lt), np.exp(cLb + gLb * lt)
+        samples, (nb, db, lb) = _power_laws(tuple(np.where(bad, np.nan, x) for x in lines_b), lt)
         samples.update({"N_opt": nb, "D_opt": db, "loss_at_target": lb})
-    preds = _pred_block(C_t, math.exp(cN + a * lt), math.exp(cD + b * lt), math.exp(cL + gL * lt), nb, db, lb, level,
+    preds = _pred_block(C_t, n_t, d_t, l_t, nb, db, lb, level,
                         "loss at target from the envelope's L(C) = (C_c / C)^alpha_C")
+    cL, gL = lines[4], lines[5]
     env_pred = np.exp(cL + gL * lnC[on])
     diag: dict[str, Any] = {"n_points": len(pts), "dropped": pts.dropped, "envelope_points": int(on.sum()),
                             "envelope_sizes": distinct, "source": "final points only" if single else

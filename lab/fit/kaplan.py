@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.fit.chinchilla import _default_target, _envelope, _envelope_matrix, _holdout_indices, run_curves
+from lab.fit.chinchilla import (_default_target, _envelope, _envelope_matrix, _holdout_indices, envelope_grid,
+                                 run_curves)
 from lab.fit.common import FlopModel, bootstrap_weights, optimal_allocation, quiet, require
 from lab.fit.data import Points, group_budgets
 from lab.fit.laws import KaplanND, PowerLaw, fit_law, refit_many
@@ -94,9 +95,7 @@ def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None
     elif form == "C":
         rc = run_curves(pts, curves)
         single = all(c["C"].size == 1 for c in rc)
-        cmin, cmax = min(c["C"][0] for c in rc), max(c["C"][-1] for c in rc)
-        grid = np.unique(np.sort(pts.C)) if single else np.logspace(math.log10(cmin), math.log10(cmax),
-                                                                   max(10, int(20 * math.log10(cmax / cmin)) + 1))
+        grid = envelope_grid(rc, single)
         Lm, Dm = _envelope_matrix(rc, grid)
         N = np.array([c["N"] for c in rc], float)
         W = np.vstack([np.ones(len(rc)), bootstrap_weights(len(rc), K, rng)]) if K else np.ones((1, len(rc)))
@@ -146,10 +145,7 @@ def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None
         extra["flop_model"] = fm
     params = {k: float(v[0]) for k, v in law.public(core.theta).items()}
     samples = {k: v for k, v in law.public(thetas).items()} if thetas is not None else {}
-    if form in ("N", "D", "C"):
-        diag["bootstrap_failed"] = int(np.sum(~np.all(np.isfinite(thetas), axis=1))) if thetas is not None else 0
-    else:
-        diag["bootstrap_failed"] = int(np.sum(~np.all(np.isfinite(thetas), axis=1))) if thetas is not None else 0
+    diag["bootstrap_failed"] = int(np.sum(~np.all(np.isfinite(thetas), axis=1))) if thetas is not None else 0
     if form == "C":
         lt = {"lnC": np.array([math.log(C_t)])}
         l0 = float(law.predict(core.theta, lt)[0])

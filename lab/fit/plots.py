@@ -47,6 +47,16 @@ def published_laws() -> list[tuple[str, Any, Any]]:
     ]
 
 
+def _finish_loglog(axes_labels, legend_size: int) -> None:
+    """Log-log axes over C with their y labels and legends."""
+    for ax, what in axes_labels:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("C (training FLOPs)")
+        ax.set_ylabel(what)
+        ax.legend(fontsize=legend_size)
+
+
 def _ax(ax):
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -194,12 +204,7 @@ def plot_optimal(results: Iterable[FitResult], axes=None, published: bool = True
         for j, (label, fn, fd) in enumerate(published_laws()):
             axN.plot(C, fn(C), color="0.5", lw=1, ls=["--", ":", "-.", (0, (1, 3))][j], label=label)
             axD.plot(C, fd(C), color="0.5", lw=1, ls=["--", ":", "-.", (0, (1, 3))][j], label=label)
-    for ax, what in ((axN, "N_opt"), (axD, "D_opt")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("C (training FLOPs)")
-        ax.set_ylabel(what)
-        ax.legend(fontsize=6)
+    _finish_loglog(((axN, "N_opt"), (axD, "D_opt")), 6)
     axN.set_title("compute-optimal N (published laws: C = 6ND, their N conventions)", fontsize=8)
     axD.set_title("compute-optimal D", fontsize=8)
     return axes
@@ -272,12 +277,7 @@ def plot_hparam_laws(result: FitResult, axes=None, published: bool = True):
         sb, sl = predict_hparams(STEPLAW, "ND", N=N, D=20 * N)
         axB.plot(C, sb, "k:", lw=1, label="Step Law 2025 (D = 20N)")
         axL.plot(C, sl, "k:", lw=1, label="Step Law 2025 (D = 20N)")
-    for ax, what in ((axB, "B_opt (tokens)"), (axL, "lr_opt")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("C (training FLOPs)")
-        ax.set_ylabel(what)
-        ax.legend(fontsize=7)
+    _finish_loglog(((axB, "B_opt (tokens)"), (axL, "lr_opt")), 7)
     return axes
 
 
