@@ -147,7 +147,8 @@ def build_recipe(*args, **kwargs) -> dict[str, Any]:
 
 def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_params: float | None = None,
                  target_tokens: float | None = None, approach: str = "auto", bootstrap: int = 500,
-                 seed: int = 0, hparam_sweeps: list[str] | None = None) -> dict[str, Any]:
+                 seed: int = 0, hparam_sweeps: list[str] | None = None, mixing_sweeps: list[str] | None = None,
+                 mixing_weights: str | None = None) -> dict[str, Any]:
     """Fit the sweeps and derive the full-size run; see the module docstring for the contents."""
     from lab.fit import FitError, approach2, approach3, load_points
     from lab.fit.common import FlopModel
@@ -230,6 +231,10 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
         B, lr, hp_law = _hparams_from(hparam_sweeps, C, st["seq_len"], bootstrap, seed, notes)
     steps = steps_for_tokens(D, B, "the recipe's D")
     D = float(steps * B)
+    mix_law = None
+    if mixing_sweeps:
+        st["mixture"], mix_law = _mixture_from(mixing_sweeps, float(c["params"]), D, mixing_weights, bootstrap,
+                                               seed, notes)
     C_run = D * c["flops_per_token"]
     factor = C_run / cmax
     if factor > EXTRAPOLATION_WARN:
@@ -294,7 +299,8 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
                            {"fitted": False, "value": B, "source": "the sweeps' train.batch_tokens"}),
             "lr": ({"fitted": True, "value": lr, **hp_law["lr"]} if hp_law else
                    {"fitted": False, "value": lr, "source": "the sweeps' train.lr"}),
-            "mixture": {"fitted": False, "value": st["mixture"], "source": "the sweeps' training mixture"},
+            "mixture": ({"fitted": True, "value": st["mixture"], **mix_law} if mix_law else
+                        {"fitted": False, "value": st["mixture"], "source": "the sweeps' training mixture"}),
         },
         "provenance": {"sweeps": [str(Path(s).resolve()) for s in sweeps], "runs_used": len(pts),
                        "runs_dropped": len(pts.dropped), "largest_sweep_flops": cmax,
@@ -303,6 +309,43 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
         "notes": notes,
     }
     return _jsonable(recipe)
+
+
+def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bootstrap: int, seed: int,
+                  notes: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    """The optimal mixture from mixture sweeps (lab.fit mixing): nested at the recipe's (N, D) when the
+    sweeps allow it, else the mixing law at their largest proxy size (said in the notes)."""
+    from lab.fit.data import FitError
+    from lab.fit.mixcli import one_size
+    from lab.fit.mixing import fit_mixing_law, load_mixing, target_weights
+    from lab.fit.mixnested import nested_predict
+    from lab.fit.mixopt import make_box, optimize
+    from lab.results import load_runs
+    for s in sweeps:
+        if not Path(s).is_dir():
+            raise RecipeError(f"--mixing sweep folder {s!r} does not exist")
+    try:
+        data = load_mixing(load_runs(*sweeps))
+        w = target_weights(weights, data.val_domains)
+        try:
+            fit_data, rep = nested_predict(data, N, D)
+            how = f"nested: size law per mixture predicted at N={N:.3g}, D={D:.3g} ({rep['extrapolation']:.1f}x)"
+        except FitError as e:
+            fit_data, _ = one_size(data, None)
+            how = f"mixing law at the largest proxy size N={float(np.nanmax(fit_data.N)):.3g} (not nested: {e})"
+            notes.append(f"mixture: {how}")
+        model = fit_mixing_law(fit_data, bootstrap=min(bootstrap, 200), seed=seed)
+        opt = optimize(model, w, make_box(data.domains), data.natural, seed=seed)
+    except FitError as e:
+        raise RecipeError(f"--mixing: {e}") from None
+    notes.append("prediction.loss_val is the loss law's, fitted on the loss sweeps' own mixture; the mixing law "
+                 f"expects the chosen mixture to change the target loss by {-opt['uniform']['gain']:+.4f} vs uniform")
+    law = {"law": "data mixing law (Ye et al. 2024)", "how": how, "target_weights": opt["target_weights"],
+           "predicted_target": opt["target"], "predicted_target_interval": opt.get("target_interval"),
+           "gain_vs_uniform": opt["uniform"]["gain"], "gain_vs_natural": opt.get("natural", {}).get("gain"),
+           "held_out_mae": model.diagnostics["held_out"].get("mae", {}).get("mean"),
+           "sweeps": [str(Path(s).resolve()) for s in sweeps]}
+    return {d: round(float(x), 6) for d, x in opt["mixture"].items()}, law
 
 
 def _hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, seed: int,
@@ -502,12 +545,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--approach", default="auto", choices=["auto", "2", "3"], help="loss law (auto: 3, else 2)")
     ap.add_argument("--hparams", nargs="+", metavar="SWEEP", help="batch x LR sweeps: take batch and peak LR "
                                                                  "from their fitted laws (lab.fit hparams)")
+    ap.add_argument("--mixing", nargs="+", metavar="SWEEP", help="mixture sweeps: take the training mixture from "
+                                                                 "the fitted data mixing law (lab.fit mixing)")
+    ap.add_argument("--mixing-weights", help="weights of the validation domains in the mixing target "
+                                             "('a=1,b=2'; default equal)")
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     try:
         r = build_recipe(args.sweeps, args.target_flops, args.target_params, args.target_tokens, args.approach,
-                         args.bootstrap, args.seed, args.hparams)
+                         args.bootstrap, args.seed, args.hparams, args.mixing, args.mixing_weights)
     except (RecipeError, ValueError) as e:
         print(f"lab.recipe: error: {e}", file=sys.stderr)
         return 2

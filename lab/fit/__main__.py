@@ -1,4 +1,4 @@
-"""``python -m lab.fit {kaplan,chinchilla} INPUT [options]``: fit loss laws to a sweep or a table.
+"""``python -m lab.fit {kaplan,chinchilla,hparams,mixing} INPUT [options]``: fit laws to a sweep or a table.
 
 INPUT is a sweep folder (read through :mod:`lab.results`, curves included) or a CSV/Parquet table.
 Columns default to the lab's (``params``, ``tokens``, ``flops``, ``loss_val``) or common aliases;
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--json", action="store_true")
     h.add_argument("--plot", metavar="DIR", help="write per-budget heatmaps and the fitted laws (PNG and SVG)")
+    from lab.fit.mixcli import add_parser
+    add_parser(sub)
     return ap
 
 
@@ -160,8 +162,50 @@ def to_json(args, results: dict[str, FitResult | str]) -> dict[str, Any]:
     return obj
 
 
+def main_mixing(args) -> int:
+    from lab.fit.mixcli import public, report, run_mixing
+    t0 = time.perf_counter()
+    try:
+        out = run_mixing(args)
+    except FitError as e:
+        print(f"lab.fit: error: {e}", file=sys.stderr)
+        return 2
+    if args.plot:
+        from lab.fit.mixplots import save_mixing_plots
+        opts = {m: out[m]["optimum"] for m in out["_models"] if "optimum" in out[m]}
+        held = None
+        if out["_pdata"] is not None and np.isfinite(out["_pdata"].L).any():
+            held = (out["_pdata"], {m: mod.predict(out["_pdata"].R) for m, mod in out["_models"].items()})
+        for w in save_mixing_plots(out["_fit_data"], out["_models"], opts, args.plot, heldout=held):
+            if not args.json:
+                print(f"[plot] {w}")
+    if args.json:
+        print(json.dumps(_finite(public(out, args.method)), indent=1, allow_nan=False))
+    else:
+        print(report(out))
+        print(f"[fit] mixing on {args.input} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _finite(v: Any) -> Any:
+    """JSON-safe: NaN and infinities become null, numpy scalars plain numbers."""
+    if isinstance(v, dict):
+        return {str(k): _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _finite(v.tolist())
+    if isinstance(v, (np.floating, float)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.law == "mixing":
+        return main_mixing(args)
     t0 = time.perf_counter()
     try:
         results = run(args)

@@ -1,0 +1,214 @@
+"""The best mixture on the simplex under the constraints users need, for any fitted :class:`MixModel`.
+
+Constraints: a minimum and maximum share per domain, and an epoch cap: a domain with U_j unique
+training tokens may not be repeated more than ``max_epochs`` times in a run of D tokens, so
+``r_j <= max_epochs * U_j / D``. Together they form a box on the simplex,
+``{lo <= r <= hi, sum r = 1}``, which is checked for feasibility before any search.
+
+Search: many Dirichlet samples projected onto the feasible set (exact Euclidean projection by
+bisection on the shift), scored by the model's overall target ``sum_i w_i L_i(r)``; for the smooth
+mixing law the best candidates are refined with SLSQP, for the regression method (piecewise
+constant trees) the top candidates are averaged as in RegMix, then projected. The optimum is
+reported with its predicted per-domain and overall loss, an interval (bootstrap draws for the law:
+the spread of the re-optimised mixture and of the loss at the chosen one; held-out residuals for the
+regression), and its gain over the uniform and the natural (size-proportional) mixtures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from lab.fit.data import FitError
+from lab.fit.mixing import MixModel, parse_shares
+from lab.fit.result import interval
+
+
+@dataclass
+class Box:
+    """Feasible set ``lo <= r <= hi``, ``sum r = 1`` over ``domains``, with why each bound is what it is."""
+
+    domains: list[str]
+    lo: np.ndarray
+    hi: np.ndarray
+    why: list[str]
+
+    def contains(self, r: np.ndarray, tol: float = 1e-6) -> bool:
+        return bool(np.all(r >= self.lo - tol) and np.all(r <= self.hi + tol) and abs(r.sum() - 1) < tol)
+
+    def to_json(self) -> dict[str, Any]:
+        return {d: [float(a), float(b)] for d, a, b in zip(self.domains, self.lo, self.hi)}
+
+
+def make_box(domains: Sequence[str], min_share: str | dict | None = None, max_share: str | dict | None = None,
+             max_epochs: float | None = None, target_tokens: float | None = None,
+             unique_tokens: dict[str, float] | str | None = None) -> Box:
+    """Per-domain bounds from user constraints; an infeasible set is an error saying which bounds clash."""
+    M = len(domains)
+    lo, hi = np.zeros(M), np.ones(M)
+    why = [""] * M
+    for d, v in parse_shares(min_share, domains, "--min-share").items():
+        if not 0 <= v <= 1:
+            raise FitError(f"--min-share {d}={v}: a share must lie in [0, 1]")
+        lo[domains.index(d)] = v
+    for d, v in parse_shares(max_share, domains, "--max-share").items():
+        if not 0 <= v <= 1:
+            raise FitError(f"--max-share {d}={v}: a share must lie in [0, 1]")
+        hi[domains.index(d)] = v
+    if max_epochs is not None:
+        if target_tokens is None or target_tokens <= 0:
+            raise FitError("--max-epochs needs the target run's tokens (--target-tokens D > 0)")
+        if max_epochs <= 0:
+            raise FitError(f"--max-epochs must be > 0, got {max_epochs}")
+        U = parse_shares(unique_tokens, domains, "--unique-tokens") if isinstance(unique_tokens, str) else unique_tokens
+        if not U:
+            raise FitError("--max-epochs needs each domain's unique tokens: a sweep folder of the lab (read from "
+                           "the corpus) or --unique-tokens domain=tokens,...")
+        missing = [d for d in domains if d not in U]
+        if missing:
+            raise FitError(f"--max-epochs: unique tokens unknown for {missing}; give --unique-tokens")
+        for j, d in enumerate(domains):
+            cap = max_epochs * U[d] / target_tokens
+            if cap < hi[j]:
+                hi[j] = cap
+                why[j] = f"{max_epochs:g} epochs of {U[d]:.3g} unique tokens in D = {target_tokens:.3g}"
+    bad = [d for d, a, b in zip(domains, lo, hi) if a > b + 1e-12]
+    if bad:
+        raise FitError(f"no feasible mixture: min share exceeds max share for {bad}")
+    if lo.sum() > 1 + 1e-9:
+        raise FitError(f"no feasible mixture: the minimum shares sum to {lo.sum():.4f} > 1")
+    if hi.sum() < 1 - 1e-9:
+        caps = ", ".join(f"{d}<={b:.3g}" for d, b in zip(domains, hi))
+        raise FitError(f"no feasible mixture: the maximum shares sum to {hi.sum():.4f} < 1 ({caps}); "
+                       f"relax --max-share or allow more epochs")
+    return Box(list(domains), lo, hi, why)
+
+
+def project(X: np.ndarray, box: Box, iters: int = 60) -> np.ndarray:
+    """Euclidean projection of rows of ``X`` onto ``{lo <= r <= hi, sum r = 1}`` (bisection on the shift)."""
+    X = np.atleast_2d(X)
+    a = (X - box.hi[None, :]).min(axis=1) - 1.0
+    b = (X - box.lo[None, :]).max(axis=1) + 1.0
+    for _ in range(iters):
+        m = 0.5 * (a + b)
+        s = np.clip(X - m[:, None], box.lo, box.hi).sum(axis=1)
+        big = s > 1
+        a = np.where(big, m, a)
+        b = np.where(big, b, m)
+    r = np.clip(X - (0.5 * (a + b))[:, None], box.lo, box.hi)
+    return r / r.sum(axis=1, keepdims=True)
+
+
+def candidates(box: Box, n: int, seed: int = 0, extra: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Feasible candidates: projected Dirichlet samples at several concentrations, plus vertices-ish and ``extra``."""
+    rng = np.random.default_rng(seed)
+    M = len(box.domains)
+    parts = [rng.dirichlet(np.full(M, a), size=n // 3) for a in (0.3, 1.0, 3.0)]
+    parts.append(np.eye(M))
+    parts += [np.atleast_2d(e) for e in extra]
+    return project(np.vstack(parts), box)
+
+
+def _target(model: MixModel, R: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return model.predict(R) @ w
+
+
+def _refine(model: MixModel, r0: np.ndarray, w: np.ndarray, box: Box) -> np.ndarray:
+    """SLSQP from ``r0`` on the smooth law; falls back to ``r0`` if it does not improve."""
+    from scipy.optimize import minimize
+    fun = lambda r: float(_target(model, r[None, :], w)[0])  # noqa: E731
+    res = minimize(fun, r0, method="SLSQP", bounds=list(zip(box.lo, box.hi)),
+                   constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1.0}], options={"maxiter": 200, "ftol": 1e-12})
+    r = project(res.x, box)[0]
+    return r if fun(r) <= fun(r0) else r0
+
+
+def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float] | None = None,
+             n_samples: int = 30000, top_k: int = 64, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """The mixture minimising the overall target under ``box``, its predicted losses, intervals and gains."""
+    if list(box.domains) != list(model.domains):
+        raise FitError(f"constraints are over {box.domains}, the model over {model.domains}")
+    M = len(box.domains)
+    uniform = np.full(M, 1.0 / M)
+    nat = np.array([natural[d] for d in box.domains]) if natural else None
+    extra = [uniform] + ([nat] if nat is not None else [])
+    C = candidates(box, n_samples, seed, extra)
+    score = _target(model, C, w)
+    order = np.argsort(score)
+    if model.method == "law":
+        best = min((_refine(model, C[i], w, box) for i in order[:5]), key=lambda r: _target(model, r[None], w)[0])
+    else:  # trees are piecewise constant: average the top candidates (RegMix), keep the better of that and the best
+        avg = project(C[order[:top_k]].mean(axis=0), box)[0]
+        best = avg if _target(model, avg[None], w)[0] <= score[order[0]] else C[order[0]]
+    per = model.predict(best[None])[0]
+    out: dict[str, Any] = {
+        "mixture": {d: float(x) for d, x in zip(box.domains, best)},
+        "predicted": {v: float(x) for v, x in zip(model.val_domains, per)},
+        "target": float(per @ w),
+        "target_weights": {v: float(x) for v, x in zip(model.val_domains, w)},
+        "constraints": box.to_json(),
+        "binding": [d for d, r, a, b in zip(box.domains, best, box.lo, box.hi) if r <= a + 1e-4 or r >= b - 1e-4],
+        "candidates": int(len(C)),
+    }
+    for name, ref in (("uniform", uniform), ("natural", nat)):
+        if ref is None:
+            continue
+        t = float(_target(model, ref[None], w)[0])
+        out[name] = {"mixture": {d: float(x) for d, x in zip(box.domains, ref)}, "target": t,
+                     "gain": t - out["target"], "feasible": box.contains(ref, 1e-4)}
+    draws = model.predict_draws(best[None])
+    if draws is not None:
+        tgt = draws[:, 0, :] @ w
+        out["target_interval"] = list(interval(tgt, level))
+        out["predicted_interval"] = {v: list(interval(draws[:, 0, k], level)) for k, v in enumerate(model.val_domains)}
+        # where each draw's own optimum lies: the uncertainty of the mixture itself
+        Dc = model.predict_draws(C)                                   # (B, n, K)
+        if Dc is not None:
+            idx = np.nanargmin(np.where(np.isfinite(Dc @ w), Dc @ w, np.inf), axis=1)
+            opt = C[idx]
+            out["mixture_interval"] = {d: list(interval(opt[:, j], level)) for j, d in enumerate(box.domains)}
+            for name in ("uniform", "natural"):
+                if name in out:
+                    ref = np.array(list(out[name]["mixture"].values()))
+                    g = model.predict_draws(ref[None])[:, 0, :] @ w - tgt
+                    out[name]["gain_interval"] = list(interval(g, level))
+    else:
+        hw = model.interval_halfwidth(level)
+        if hw is not None:
+            t_hw = float(np.sqrt(np.sum((w * hw) ** 2))) if len(hw) > 1 else float(hw[0])
+            out["target_interval"] = [out["target"] - t_hw, out["target"] + t_hw]
+            out["predicted_interval"] = {v: [float(per[k] - hw[k]), float(per[k] + hw[k])]
+                                         for k, v in enumerate(model.val_domains)}
+            out["interval_kind"] = "held-out residual quantiles (split conformal)"
+        near = C[order[:top_k]]
+        out["mixture_spread_top_k"] = {d: [float(near[:, j].min()), float(near[:, j].max())]
+                                       for j, d in enumerate(box.domains)}
+    return out
+
+
+def format_optimum(opt: dict[str, Any]) -> str:
+    """Readable lines for a report."""
+    lines = ["  optimum (overall target = " + " + ".join(f"{w:.3g}*{v}" for v, w in opt["target_weights"].items()) + "):"]
+    iv = opt.get("mixture_interval")
+    for d, x in opt["mixture"].items():
+        lo, hi = opt["constraints"][d]
+        tail = f"  [{iv[d][0]:.3f}, {iv[d][1]:.3f}]" if iv else ""
+        bound = "" if (lo, hi) == (0.0, 1.0) else f"  (allowed {lo:.3g}..{hi:.3g})"
+        lines.append(f"    {d:<22s} {x:7.4f}{tail}{bound}")
+    ti = opt.get("target_interval")
+    lines.append(f"  predicted target loss {opt['target']:.4f}" + (f"  [{ti[0]:.4f}, {ti[1]:.4f}]" if ti else ""))
+    for name in ("uniform", "natural"):
+        if name in opt:
+            g = opt[name]
+            gi = g.get("gain_interval")
+            lines.append(f"  vs {name:<8s} {g['target']:.4f}: gain {g['gain']:+.4f} nats/token"
+                         + (f" [{gi[0]:+.4f}, {gi[1]:+.4f}]" if gi else "")
+                         + ("" if g["feasible"] else " (that mixture breaks the constraints)"))
+    return "\n".join(lines)
+
+
+def _isfinite(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x)
