@@ -335,7 +335,8 @@ def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bo
             how = f"mixing law at the largest proxy size N={float(np.nanmax(fit_data.N)):.3g} (not nested: {e})"
             notes.append(f"mixture: {how}")
         model = fit_mixing_law(fit_data, bootstrap=min(bootstrap, 200), seed=seed)
-        opt = optimize(model, w, make_box(data.domains), data.natural, seed=seed)
+        opt = optimize(model, w, make_box(data.domains, data_range=(fit_data.R.min(0), fit_data.R.max(0))),
+                       data.natural, seed=seed)
     except FitError as e:
         raise RecipeError(f"--mixing: {e}") from None
     notes.append("prediction.loss_val is the loss law's, fitted on the loss sweeps' own mixture; the mixing law "

@@ -36,8 +36,11 @@ def add_parser(sub) -> None:
     m.add_argument("--max-epochs", type=float, help="cap each domain at this many epochs of its unique tokens")
     m.add_argument("--target-tokens", type=float, help="tokens D of the target run (epoch cap; nested prediction)")
     m.add_argument("--target-params", type=float, help="nested prediction at this N (needs 2+ sizes per mixture)")
-    m.add_argument("--size", type=float, help="fit the runs of this N (default: the largest size with enough runs)")
+    m.add_argument("--size", type=float, help="fit the runs of this N, or the nearest size within 1.5x (default: the largest size with enough runs)")
     m.add_argument("--unique-tokens", help="'a=1e9,b=2e8': unique training tokens per domain (default: the corpus)")
+    m.add_argument("--extrapolate", action="store_true", help="let the optimum leave the share range of the "
+                                                               "fitted runs (default: stay inside it)")
+    m.add_argument("--ridge", default="auto", help="law: penalty on the centred t_ij, or auto (held-out choice)")
     m.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits of the law (0: none)")
     m.add_argument("--level", type=float, default=0.95)
     m.add_argument("--cv-folds", type=int, help="held-out folds over mixtures (default: leave-one-out up to 40)")
@@ -51,7 +54,8 @@ def add_parser(sub) -> None:
 
 def fit_method(method: str, data: MixData, args) -> MixModel:
     if method == "law":
-        return fit_mixing_law(data, args.bootstrap, seed=args.seed, cv_folds=args.cv_folds)
+        ridge = args.ridge if args.ridge == "auto" else float(args.ridge)
+        return fit_mixing_law(data, args.bootstrap, ridge=ridge, seed=args.seed, cv_folds=args.cv_folds)
     from lab.fit.regmix import fit_regression
     return fit_regression(data, args.regressor, args.iterations, seed=args.seed, cv_folds=args.cv_folds,
                           levels=(args.level,))
@@ -104,6 +108,9 @@ def one_size(data: MixData, size: float | None) -> tuple[MixData, str | None]:
     if size is None and len(groups) == 1:
         return data, None
     if size is not None:
+        closest = min(groups, key=lambda g: abs(math.log(g[0] / size)))[0]
+        if abs(math.log(closest / size)) < math.log(1.5):
+            size = closest                      # designs round sizes to a shape: take the nearest
         near = np.abs(np.log(N / size)) < math.log(1.05)
         if not near.any():
             raise FitError(f"--size {size:.4g}: no runs at that N; sizes in the table: "
@@ -149,11 +156,7 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
     data = load_mixing(args.input, args.mix_prefix, args.loss_prefix, vds)
     w = target_weights(args.target_weights, data.val_domains)
     box = None
-    if args.optimize:
-        from lab.fit.mixopt import make_box
-        box = make_box(data.domains, args.min_share, args.max_share, args.max_epochs, args.target_tokens,
-                       args.unique_tokens or data.unique_tokens)
-    elif args.min_share or args.max_share or args.max_epochs:
+    if not args.optimize and (args.min_share or args.max_share or args.max_epochs):
         raise FitError("--min-share/--max-share/--max-epochs constrain --optimize; add --optimize")
     natural = data.natural
     out: dict[str, Any] = {"input": data.source, "domains": data.domains, "val_domains": data.val_domains,
@@ -169,6 +172,11 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
         from lab.fit.mixnested import nested_predict
         fit_data, rep = nested_predict(data, args.target_params, args.target_tokens)
         out["nested"] = rep
+    if args.optimize:
+        from lab.fit.mixopt import make_box
+        box = make_box(data.domains, args.min_share, args.max_share, args.max_epochs, args.target_tokens,
+                       args.unique_tokens or data.unique_tokens,
+                       None if args.extrapolate else (fit_data.R.min(axis=0), fit_data.R.max(axis=0)))
     pdata = None
     if args.predict:
         pdata, notes = load_predict_table(args.predict, data, (args.mix_prefix, args.loss_prefix), args.target_params)

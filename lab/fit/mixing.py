@@ -344,7 +344,8 @@ class MixingLaw(MixModel):
     t: np.ndarray                     # (K, M), rows sum to 0
     draws: dict[str, np.ndarray] = field(default_factory=dict)   # c (B,K), log_k (B,K), t (B,K,M)
     diagnostics: dict[str, Any] = field(default_factory=dict)
-    ridge: float = 0.0
+    ridge: Any = 0.0                  # (K,) penalty per validation domain
+    observed: dict[str, np.ndarray] = field(default_factory=dict)   # per-domain share range of the fit's runs
     method = "law"
 
     def predict(self, R: np.ndarray) -> np.ndarray:
@@ -398,39 +399,82 @@ def fit_one_domain(R: np.ndarray, L: np.ndarray, delta: float = 1e-2, ridge: flo
     return res.x[b], float(res.fun[b])
 
 
+RIDGE_GRID = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
+
+
+def _fit_thetas(data: MixData, delta: float, ridges: np.ndarray) -> list[np.ndarray]:
+    M = len(data.domains)
+    out = []
+    for i, v in enumerate(data.val_domains):
+        ok = np.isfinite(data.L[:, i])
+        if ok.sum() < M + 2:
+            raise FitError(f"mixing law: validation domain {v!r} has {int(ok.sum())} finite losses; need at least {M + 2}")
+        out.append(fit_one_domain(data.R[ok], data.L[ok, i], delta, float(ridges[i]))[0])
+    return out
+
+
 @quiet
-def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, ridge: float = 0.0,
+def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, ridge: float | str = "auto",
                    seed: int = 0, cv_folds: int | None = None) -> MixingLaw:
     """Fit L_i(r) for every validation domain; bootstrap draws and a cross-validated held-out error.
 
-    ``cv_folds``: K-fold held-out error (default: leave-one-out up to 40 runs, else 10 folds).
+    ``ridge``: penalty on the centred t_ij, or ``"auto"``: per validation domain, the value of
+    :data:`RIDGE_GRID` with the lowest held-out error (few runs per parameter let the free law fit
+    exploding exponents that no held-out mixture supports; the ridge keeps them in check).
+    ``cv_folds``: K-fold held-out error (default: leave-one-mixture-out up to 40 mixtures, else 10 folds).
     """
     M, K = len(data.domains), len(data.val_domains)
     _require_runs(data, M + 1, "mixing law")
     law = MixingLawOne(M)
+    if ridge == "auto":
+        trials = []
+        for lam in RIDGE_GRID:
+            lams = np.full(K, lam)
+            th = _fit_thetas(data, delta, lams)
+            cv = _law_cv(data, th, delta, lams, cv_folds, seed)
+            trials.append((lam, th, cv))
+        if trials[0][2].get("folds"):
+            err = np.array([[t[2]["mae"][v] for v in data.val_domains] for t in trials])   # (grid, K)
+            err = np.where(np.isfinite(err), err, np.inf)
+            pick = np.argmin(err, axis=0)
+        else:
+            pick = np.zeros(K, int)
+        ridges = np.array([RIDGE_GRID[p] for p in pick])
+        thetas = [trials[p][1][i] for i, p in enumerate(pick)]
+        ridge_note = {"grid": list(RIDGE_GRID), "chosen": {v: float(r) for v, r in zip(data.val_domains, ridges)},
+                      "held_out_mae_by_ridge": {str(t[0]): t[2].get("mae", {}).get("mean") for t in trials}}
+    else:
+        ridges = np.full(K, float(ridge))
+        thetas = _fit_thetas(data, delta, ridges)
+        ridge_note = {"chosen": {v: float(ridge) for v in data.val_domains}}
     c, logk, t = np.zeros(K), np.zeros(K), np.zeros((K, M))
-    thetas = []
     for i in range(K):
-        ok = np.isfinite(data.L[:, i])
-        if ok.sum() < M + 2:
-            raise FitError(f"mixing law: validation domain {data.val_domains[i]!r} has {int(ok.sum())} finite "
-                           f"losses; need at least {M + 2}")
-        th, _ = fit_one_domain(data.R[ok], data.L[ok, i], delta, ridge)
-        thetas.append(th)
-        pub = law.public(th)
+        pub = law.public(thetas[i])
         c[i], logk[i], t[i] = pub["c"][0], pub["log_k"][0], pub["t"][0]
-    model = MixingLaw(list(data.domains), list(data.val_domains), c, logk, t, ridge=ridge)
+    model = MixingLaw(list(data.domains), list(data.val_domains), c, logk, t, ridge=ridges)
+    n_bad = 0
     if bootstrap:
         W = bootstrap_weights(len(data), bootstrap, np.random.default_rng(seed))
-        draws = _refit_weighted(data, thetas, W, delta, ridge)
+        draws = _refit_weighted(data, thetas, W, delta, ridges)
         model.draws = {"c": draws[0], "log_k": draws[1], "t": draws[2]}
+        # a resample with few distinct mixtures can fit a law that explodes off its points: such draws
+        # (any prediction at the observed mixtures above twice the largest loss) are dropped and counted
+        P = model.predict_draws(data.R)
+        bad = ~np.all(np.isfinite(P) & (P < 2 * np.nanmax(data.L, axis=0)[None, None, :]), axis=1)   # (B, K)
+        for key in ("c", "log_k"):
+            model.draws[key][bad] = np.nan
+        model.draws["t"][bad] = np.nan
+        n_bad = int(bad.sum())
     fitted = model.predict(data.R)
     model.diagnostics = {"n_runs": len(data), "fit_mae": _mae(fitted, data.L, data.val_domains),
-                         "held_out": _law_cv(data, thetas, delta, ridge, cv_folds, seed)}
+                         "ridge": ridge_note,
+                         "bootstrap": {"draws": bootstrap, "degenerate_dropped": n_bad},
+                         "held_out": _law_cv(data, thetas, delta, ridges, cv_folds, seed)}
+    model.observed = {"lo": data.R.min(axis=0), "hi": data.R.max(axis=0)}
     return model
 
 
-def _refit_weighted(data: MixData, thetas: list[np.ndarray], W: np.ndarray, delta: float, ridge: float):
+def _refit_weighted(data: MixData, thetas: list[np.ndarray], W: np.ndarray, delta: float, ridge: np.ndarray):
     """Refit every validation domain once per weight row of W (B, n), warm-started from the full fit.
 
     One batched L-BFGS call per domain serves all bootstrap resamples (or all CV folds, as 0/1 weights).
@@ -442,7 +486,7 @@ def _refit_weighted(data: MixData, thetas: list[np.ndarray], W: np.ndarray, delt
     for i in range(K):
         ok = np.isfinite(data.L[:, i])
         X, logL = {"R": data.R[ok]}, np.log(data.L[ok, i])
-        res = minimize_batched(_ridge_objective(law, X, logL, W[:, ok], delta, ridge),
+        res = minimize_batched(_ridge_objective(law, X, logL, W[:, ok], delta, float(ridge[i])),
                                np.tile(thetas[i], (B, 1)), max_iter=1000)
         pub = law.public(res.x)
         good = np.isfinite(res.fun)

@@ -42,11 +42,20 @@ class Box:
     def to_json(self) -> dict[str, Any]:
         return {d: [float(a), float(b)] for d, a, b in zip(self.domains, self.lo, self.hi)}
 
+    def reasons(self) -> dict[str, str]:
+        return {d: w for d, w in zip(self.domains, self.why) if w}
+
 
 def make_box(domains: Sequence[str], min_share: str | dict | None = None, max_share: str | dict | None = None,
              max_epochs: float | None = None, target_tokens: float | None = None,
-             unique_tokens: dict[str, float] | str | None = None) -> Box:
-    """Per-domain bounds from user constraints; an infeasible set is an error saying which bounds clash."""
+             unique_tokens: dict[str, float] | str | None = None,
+             data_range: tuple[np.ndarray, np.ndarray] | None = None) -> Box:
+    """Per-domain bounds from user constraints; an infeasible set is an error saying which bounds clash.
+
+    ``data_range``: the (min, max) share of each domain among the fitted runs. A law fitted there says
+    nothing reliable beyond it (a vertex no run came near is pure extrapolation), so by default the
+    search stays inside it; dropped with a note in ``why`` if it would make the user's box infeasible.
+    """
     M = len(domains)
     lo, hi = np.zeros(M), np.ones(M)
     why = [""] * M
@@ -75,6 +84,14 @@ def make_box(domains: Sequence[str], min_share: str | dict | None = None, max_sh
             if cap < hi[j]:
                 hi[j] = cap
                 why[j] = f"{max_epochs:g} epochs of {U[d]:.3g} unique tokens in D = {target_tokens:.3g}"
+    if data_range is not None:
+        dlo, dhi = (np.asarray(x, float) for x in data_range)
+        nlo, nhi = np.maximum(lo, dlo), np.minimum(hi, dhi)
+        if np.all(nlo <= nhi + 1e-12) and nlo.sum() <= 1 + 1e-9 and nhi.sum() >= 1 - 1e-9:
+            for j in range(M):
+                if nhi[j] < hi[j] - 1e-12 or nlo[j] > lo[j] + 1e-12:
+                    why[j] = (why[j] + "; " if why[j] else "") + "the fitted runs' share range"
+            lo, hi = nlo, nhi
     bad = [d for d, a, b in zip(domains, lo, hi) if a > b + 1e-12]
     if bad:
         raise FitError(f"no feasible mixture: min share exceeds max share for {bad}")
@@ -150,6 +167,7 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
         "target": float(per @ w),
         "target_weights": {v: float(x) for v, x in zip(model.val_domains, w)},
         "constraints": box.to_json(),
+        "constraint_reasons": box.reasons(),
         "binding": [d for d, r, a, b in zip(box.domains, best, box.lo, box.hi) if r <= a + 1e-4 or r >= b - 1e-4],
         "candidates": int(len(C)),
     }
@@ -167,8 +185,9 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
         # where each draw's own optimum lies: the uncertainty of the mixture itself
         Dc = model.predict_draws(C)                                   # (B, n, K)
         if Dc is not None:
-            idx = np.nanargmin(np.where(np.isfinite(Dc @ w), Dc @ w, np.inf), axis=1)
-            opt = C[idx]
+            T = np.where(np.isfinite(Dc @ w), Dc @ w, np.inf)
+            live = np.isfinite(T).any(axis=1)            # draws dropped as degenerate are all NaN
+            opt = C[np.argmin(T[live], axis=1)]
             out["mixture_interval"] = {d: list(interval(opt[:, j], level)) for j, d in enumerate(box.domains)}
             for name in ("uniform", "natural"):
                 if name in out:
