@@ -243,3 +243,15 @@ def test_tiny_real_mixture_sweep_fits_with_held_out_error(tmp_path):
     assert ho["kind"] == "leave-one-mixture-out" and 0 < ho["mae"]["mean"] < 0.5
     assert sum(res["optimum"]["mixture"].values()) == pytest.approx(1)
     assert res["optimum"]["natural"]["mixture"].keys() == res["optimum"]["mixture"].keys()
+    # the recipe takes its mixture from this fit (nested is impossible with one size: said in the notes)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_recipe import fake_sweep
+
+    from lab.recipe import build_recipe, load_recipe, write_recipe
+    rec = build_recipe([str(fake_sweep(tmp_path / "loss"))], target_flops=1e11, bootstrap=0, mixing_sweeps=[str(out)])
+    mix = rec["laws"]["mixture"]
+    assert mix["fitted"] is True and rec["data"]["mixture"] == mix["value"]
+    assert sum(mix["value"].values()) == pytest.approx(1, abs=1e-5) and set(mix["value"]) == set(data.domains)
+    assert any("mixture:" in n for n in rec["notes"])
+    path, _ = write_recipe(rec, tmp_path / "recipe.yaml")
+    load_recipe(path)
