@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lab.fit.data import FitError, read_table
-from lab.fit.mixing import MixData, MixModel, fit_mixing_law, load_mixing, pick_prefixes, target_weights
+from lab.fit.mixing import MixData, MixModel, fit_mixing_law, load_mixing, pick_prefixes, skill, target_weights
 
 
 def add_parser(sub) -> None:
@@ -195,6 +195,8 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
             res.update(model.summary())
         diag = dict(model.diagnostics)
         diag["held_out"] = {k: v for k, v in diag.get("held_out", {}).items() if k != "predicted"}
+        if diag["held_out"].get("folds"):
+            diag["held_out"]["skill"] = skill(diag["held_out"])
         res["diagnostics"] = diag
         if pdata is not None:
             res["predictions"] = _predictions(model, pdata, w, args.level)
@@ -250,7 +252,8 @@ def report(out: dict[str, Any]) -> str:
                 lines.append(f"   {v:<18s} c={p['c']:.4f} k={p['k']:.4g}  t: {ts}")
         fm = r["diagnostics"].get("fit_mae", {})
         lines.append(f"   fit MAE {fm.get('mean', math.nan):.4f} nats/token; held-out ({ho.get('kind', 'none')}) "
-                     f"MAE {ho.get('mae', {}).get('mean', math.nan):.4f}")
+                     f"MAE {ho.get('mae', {}).get('mean', math.nan):.4f} vs {ho.get('baseline_mae', {}).get('mean', math.nan):.4f}"
+                     f" ignoring the mixture (skill {ho.get('skill', math.nan):.2f})")
         if "predictions" in r:
             p = r["predictions"]
             lines.append(f"   --predict: {len(p['rows'])} rows" + (

@@ -519,7 +519,30 @@ def _law_cv(data: MixData, thetas, delta, ridge, folds, seed) -> dict[str, Any]:
     for f in range(k):
         te = fold == f
         pred[te] = c[f][None, :] + np.exp(lk[f][None, :] + data.R[te] @ t[f].T)
-    return {"folds": k, "kind": kind, "mae": _mae(pred, data.L, data.val_domains), "predicted": pred.tolist()}
+    return {"folds": k, "kind": kind, "mae": _mae(pred, data.L, data.val_domains), **_baseline(data, fold, k),
+            "predicted": pred.tolist()}
+
+
+def _baseline(data: MixData, fold: np.ndarray, k: int) -> dict[str, Any]:
+    """The held-out error of ignoring the mixture (predict each fold by the other folds' mean loss).
+
+    A method's held-out MAE means little alone: against this it says how much of the loss's
+    variation over mixtures the method explains (``skill`` = 1 - MAE / baseline MAE).
+    """
+    pred = np.full_like(data.L, np.nan)
+    for f in range(k):
+        te = fold == f
+        with np.errstate(all="ignore"):
+            pred[te] = np.nanmean(data.L[~te], axis=0)[None, :]
+    return {"baseline_mae": _mae(pred, data.L, data.val_domains)}
+
+
+def skill(held_out: dict[str, Any]) -> float:
+    """1 - held-out MAE / mixture-blind baseline MAE (1: perfect, 0: no better than the mean)."""
+    try:
+        return float(1 - held_out["mae"]["mean"] / held_out["baseline_mae"]["mean"])
+    except (KeyError, TypeError, ZeroDivisionError):
+        return math.nan
 
 
 @quiet
@@ -547,4 +570,4 @@ def cross_validate(fit, data: MixData, folds: int | None = None, seed: int = 0) 
             continue
         pred[test] = m.predict(data.R[test])
     return {"folds": k, "kind": kind, "mae": _mae(pred, data.L, data.val_domains), "failed_folds": failed,
-            "predicted": pred.tolist()}
+            **_baseline(data, fold, k), "predicted": pred.tolist()}
