@@ -87,7 +87,7 @@ def load_predict_table(path: str, data: MixData, prefixes: tuple[str | None, str
         near = np.abs(np.log(pdata.N / target_params)) < math.log(1.25)
         if not near.all():
             notes.append(f"--predict: kept the {int(near.sum())} of {len(pdata)} rows at N ~ {target_params:.3g} "
-                         f"(nested prediction is for the target size)")
+                         f"(the size the mixtures are modelled at)")
             pdata = pdata.subset(near)
     pdata.source = src
     return pdata, notes
@@ -127,12 +127,18 @@ def one_size(data: MixData, size: float | None) -> tuple[MixData, str | None]:
     return data.subset(near), note
 
 
-def _predictions(model: MixModel, pdata: MixData, w: np.ndarray, level: float) -> dict[str, Any]:
+def _predictions(model: MixModel, pdata: MixData, w: np.ndarray, level: float,
+                 fitted_range: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Predictions per row; rows with a share outside the fitted runs' range are flagged (extrapolation)."""
     P = model.predict(pdata.R)
+    lo, hi = fitted_range
+    outside = (pdata.R < lo[None, :] - 1e-9) | (pdata.R > hi[None, :] + 1e-9)
     rows = []
     for r in range(len(pdata)):
         row: dict[str, Any] = {"id": pdata.ids[r], **{v: float(P[r, k]) for k, v in enumerate(pdata.val_domains)},
                                "target": float(P[r] @ w)}
+        if outside[r].any():
+            row["outside_fitted_range"] = [d for d, o in zip(pdata.domains, outside[r]) if o]
         if np.isfinite(pdata.L[r]).any():
             row["observed"] = {v: float(pdata.L[r, k]) for k, v in enumerate(pdata.val_domains)
                                if np.isfinite(pdata.L[r, k])}
@@ -147,6 +153,10 @@ def _predictions(model: MixModel, pdata: MixData, w: np.ndarray, level: float) -
         if ok.any():
             out["target_mae"] = float(np.mean(np.abs((P[ok] - pdata.L[ok]) @ w)))
         out["n_observed"] = int(np.isfinite(pdata.L).any(axis=1).sum())
+        inside = ~outside.any(axis=1)
+        if outside.any() and inside.any() and np.isfinite(err[inside]).any():
+            out["mae_inside_fitted_range"] = float(np.nanmean(np.abs(err[inside])))
+            out["n_outside_fitted_range"] = int((~inside).sum())
     return out
 
 
@@ -179,7 +189,10 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
                        None if args.extrapolate else (fit_data.R.min(axis=0), fit_data.R.max(axis=0)))
     pdata = None
     if args.predict:
-        pdata, notes = load_predict_table(args.predict, data, (args.mix_prefix, args.loss_prefix), args.target_params)
+        at = args.target_params or (float(np.median(fit_data.N)) if fit_data.N is not None
+                                    and np.isfinite(fit_data.N).all() and fit_data.N.max() < 1.05 * fit_data.N.min()
+                                    else None)
+        pdata, notes = load_predict_table(args.predict, data, (args.mix_prefix, args.loss_prefix), at)
         out["notes"] += notes
     methods = ["law", "regression"] if args.method == "both" else [args.method]
     models: dict[str, MixModel] = {}
@@ -199,7 +212,8 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
             diag["held_out"]["skill"] = skill(diag["held_out"])
         res["diagnostics"] = diag
         if pdata is not None:
-            res["predictions"] = _predictions(model, pdata, w, args.level)
+            res["predictions"] = _predictions(model, pdata, w, args.level,
+                                              (fit_data.R.min(axis=0), fit_data.R.max(axis=0)))
         if box is not None:
             from lab.fit.mixopt import optimize
             res["optimum"] = optimize(model, w, box, natural, args.samples, level=args.level, seed=args.seed)
@@ -258,7 +272,9 @@ def report(out: dict[str, Any]) -> str:
             p = r["predictions"]
             lines.append(f"   --predict: {len(p['rows'])} rows" + (
                 f", observed on {p['n_observed']}: MAE {p['mae']['mean']:.4f} per domain, "
-                f"{p.get('target_mae', math.nan):.4f} on the target" if "mae" in p else ""))
+                f"{p.get('target_mae', math.nan):.4f} on the target" if "mae" in p else "")
+                + (f"; {p['n_outside_fitted_range']} rows lie outside the fitted runs' share range, MAE on the "
+                   f"rest {p['mae_inside_fitted_range']:.4f}" if "n_outside_fitted_range" in p else ""))
         if "optimum" in r:
             lines.append(format_optimum(r["optimum"]))
     if "comparison" in out:

@@ -418,9 +418,10 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
                    seed: int = 0, cv_folds: int | None = None) -> MixingLaw:
     """Fit L_i(r) for every validation domain; bootstrap draws and a cross-validated held-out error.
 
-    ``ridge``: penalty on the centred t_ij, or ``"auto"``: per validation domain, the value of
-    :data:`RIDGE_GRID` with the lowest held-out error (few runs per parameter let the free law fit
-    exploding exponents that no held-out mixture supports; the ridge keeps them in check).
+    ``ridge``: penalty on the centred t_ij, or ``"auto"``: per validation domain, the strongest value
+    of :data:`RIDGE_GRID` within one standard error of the lowest held-out error (few runs per
+    parameter let the free law fit exploding exponents that no held-out mixture supports; the ridge
+    keeps them in check).
     ``cv_folds``: K-fold held-out error (default: leave-one-mixture-out up to 40 mixtures, else 10 folds).
     """
     M, K = len(data.domains), len(data.val_domains)
@@ -434,9 +435,17 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
             cv = _law_cv(data, th, delta, lams, cv_folds, seed)
             trials.append((lam, th, cv))
         if trials[0][2].get("folds"):
-            err = np.array([[t[2]["mae"][v] for v in data.val_domains] for t in trials])   # (grid, K)
-            err = np.where(np.isfinite(err), err, np.inf)
-            pick = np.argmin(err, axis=0)
+            # one-standard-error rule (Hastie et al.): the strongest ridge whose held-out error is within
+            # one standard error of the best. Held-out mixtures cover the simplex thinly, so among fits
+            # that predict them equally well the one with tamer exponents extrapolates more safely.
+            absd = np.array([np.abs(np.asarray(t[2]["predicted"]) - data.L) for t in trials])   # (grid, n, K)
+            absd = np.where(np.isfinite(absd), absd, np.inf)
+            mean = absd.mean(axis=1)                                                          # (grid, K)
+            best = np.argmin(mean, axis=0)
+            se = np.array([np.std(absd[best[k], :, k], ddof=1) / math.sqrt(absd.shape[1]) if np.isfinite(
+                mean[best[k], k]) else np.inf for k in range(K)])
+            pick = np.array([max(g for g in range(len(RIDGE_GRID)) if mean[g, k] <= mean[best[k], k] + se[k])
+                             for k in range(K)])
         else:
             pick = np.zeros(K, int)
         ridges = np.array([RIDGE_GRID[p] for p in pick])
