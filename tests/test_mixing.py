@@ -130,6 +130,26 @@ def test_nested_prediction_recovers_target_size():
         nested_predict(data.subset(data.N < 2e5), 1e7)
 
 
+def test_nested_prediction_with_a_token_law():
+    """Runs at two D per size: L = E_g + A N^-0.3 + B D^-0.25; the prediction at (N, D) off the design line."""
+    rng = np.random.default_rng(1)
+    R = rng.dirichlet(np.ones(3), size=10)
+    rows = []
+    for N in (1e5, 3e5, 1e6):
+        for tpp in (10, 40):
+            L = law_loss(R) + 20.0 * N ** -0.3 + 30.0 * (tpp * N) ** -0.25 + 0.001 * rng.standard_normal((10, 3))
+            for j in range(10):
+                rows.append({**{f"r_{d}": R[j, i] for i, d in enumerate(DOMS)}, "params": N, "tokens": tpp * N,
+                             **{f"loss_{v}": L[j, i] for i, v in enumerate(TRUE)}})
+    data = load_mixing(pd.DataFrame(rows))
+    with pytest.raises(FitError, match="needs --target-tokens"):
+        nested_predict(data, 3e6)
+    pred, rep = nested_predict(data, 3e6, target_tokens=6e7)
+    assert "B_g D^-beta" in rep["form"]
+    truth = law_loss(pred.R) + 20.0 * 3e6 ** -0.3 + 30.0 * 6e7 ** -0.25
+    assert np.abs(pred.L - truth).max() < 0.03
+
+
 def test_regression_method_and_cli(tmp_path):
     df = synthetic(60, seed=3)
     tr, te = df.iloc[:48], df.iloc[48:]
