@@ -331,8 +331,10 @@ def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bo
             fit_data, rep = nested_predict(data, N, D)
             how = f"nested: size law per mixture predicted at N={N:.3g}, D={D:.3g} ({rep['extrapolation']:.1f}x)"
         except FitError as e:
-            fit_data, _ = one_size(data, None)
-            how = f"mixing law at the largest proxy size N={float(np.nanmax(fit_data.N)):.3g} (not nested: {e})"
+            fit_data, pooled = one_size(data, None)
+            where = (f"the largest proxy size with enough runs, N={float(np.nanmax(fit_data.N)):.3g}"
+                     if fit_data.N is not None and not pooled else "all proxy sizes pooled: " + str(pooled))
+            how = f"mixing law at {where} (not nested: {e})"
             notes.append(f"mixture: {how}")
         model = fit_mixing_law(fit_data, bootstrap=min(bootstrap, 200), seed=seed)
         opt = optimize(model, w, make_box(data.domains, data_range=(fit_data.R.min(0), fit_data.R.max(0))),

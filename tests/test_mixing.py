@@ -126,7 +126,7 @@ def test_nested_prediction_recovers_target_size():
     assert np.abs(pred.L - truth).max() < 0.02
     with pytest.raises(FitError, match="needs runs at several D per size"):
         nested_predict(data, 1e7, target_tokens=1e10)
-    with pytest.raises(FitError, match="fewer than 2 sizes"):
+    with pytest.raises(FitError, match="fewer than 3 sizes"):
         nested_predict(data.subset(data.N < 2e5), 1e7)
 
 
@@ -275,3 +275,25 @@ def test_tiny_real_mixture_sweep_fits_with_held_out_error(tmp_path):
     assert any("mixture:" in n for n in rec["notes"])
     path, _ = write_recipe(rec, tmp_path / "recipe.yaml")
     load_recipe(path)
+
+
+def test_predict_rows_without_losses_and_nan_losses(tmp_path):
+    """--predict on new mixtures (no loss columns) predicts every row; a missing loss does not break fits."""
+    df = synthetic(30, seed=5)
+    df.loc[4, "loss_b"] = np.nan
+    df.to_csv(tmp_path / "fit.csv", index=False)
+    new = pd.DataFrame({"r_a": [0.2, 0.5], "r_b": [0.3, 0.25], "r_c": [0.5, 0.25]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    for method in ("law", "regression"):
+        p = subprocess.run([sys.executable, "-m", "lab.fit", "mixing", str(tmp_path / "fit.csv"), "--method", method,
+                            "--predict", str(tmp_path / "new.csv"), "--bootstrap", "20", "--iterations", "50",
+                            "--cv-folds", "5", "--optimize", "--json"], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out = json.loads(p.stdout)
+        assert len(out["predictions"]) == 2 and all(np.isfinite(r["b"]) for r in out["predictions"])
+        assert out["optimum"]["target_interval"][0] < out["optimum"]["target"] < out["optimum"]["target_interval"][1]
+    m = fit_mixing_law(load_mixing(df), bootstrap=0)
+    assert m.diagnostics["ridge"]["chosen"]["b"] in (0.0, 1e-6, 1e-5)   # NaN rows no longer force the strongest ridge
+    bad = subprocess.run([sys.executable, "-m", "lab.fit", "mixing", str(tmp_path / "fit.csv"), "--ridge", "x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--ridge" in bad.stderr

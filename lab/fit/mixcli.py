@@ -54,7 +54,10 @@ def add_parser(sub) -> None:
 
 def fit_method(method: str, data: MixData, args) -> MixModel:
     if method == "law":
-        ridge = args.ridge if args.ridge == "auto" else float(args.ridge)
+        try:
+            ridge = args.ridge if args.ridge == "auto" else float(args.ridge)
+        except ValueError:
+            raise FitError(f"--ridge must be 'auto' or a number >= 0, got {args.ridge!r}") from None
         return fit_mixing_law(data, args.bootstrap, ridge=ridge, seed=args.seed, cv_folds=args.cv_folds)
     from lab.fit.regmix import fit_regression
     return fit_regression(data, args.regressor, args.iterations, seed=args.seed, cv_folds=args.cv_folds,
@@ -82,7 +85,7 @@ def load_predict_table(path: str, data: MixData, prefixes: tuple[str | None, str
             df[lp + v] = np.nan   # nothing observed: predictions only
     keep = [mp + d for d in data.domains] + [lp + v for v in data.val_domains]
     keep += [c for c in df.columns if c in ("run", "status", "params", "tokens", "cooldown")]
-    pdata = load_mixing(df[keep], mp, lp, data.val_domains)
+    pdata = load_mixing(df[keep], mp, lp, data.val_domains, allow_missing_loss=True)
     if target_params and pdata.N is not None:
         near = np.abs(np.log(pdata.N / target_params)) < math.log(1.25)
         if not near.all():
@@ -119,7 +122,9 @@ def one_size(data: MixData, size: float | None) -> tuple[MixData, str | None]:
         need = len(data.domains) + 2
         ok = [g for g in groups if (np.abs(np.log(N / g[0])) < math.log(1.05)).sum() >= need]
         if not ok:
-            return data, None
+            return data, (f"no single model size has {need} runs; fitted all {len(data)} runs of "
+                          f"{len(groups)} sizes together, so size differences pass for mixture effects "
+                          f"(--target-params separates them)")
         size = ok[-1][0]
         near = np.abs(np.log(N / size)) < math.log(1.05)
     note = (f"the table holds {len(groups)} model sizes; fitted the {int(near.sum())} runs at N = {size:.4g} "
@@ -162,6 +167,8 @@ def _predictions(model: MixModel, pdata: MixData, w: np.ndarray, level: float,
 
 def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
     """Everything the command computes, as one JSON-ready dict (models under ``_models`` for plots)."""
+    if not 0 < args.level < 1:
+        raise FitError(f"--level must lie in (0, 1), e.g. 0.95; got {args.level}")
     vds = [v.strip() for v in args.val_domains.split(",")] if args.val_domains else None
     data = load_mixing(args.input, args.mix_prefix, args.loss_prefix, vds)
     w = target_weights(args.target_weights, data.val_domains)
@@ -194,6 +201,8 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
                                     else None)
         pdata, notes = load_predict_table(args.predict, data, (args.mix_prefix, args.loss_prefix), at)
         out["notes"] += notes
+        if not len(pdata):
+            out["notes"].append(f"--predict: no rows left to predict in {args.predict}")
     methods = ["law", "regression"] if args.method == "both" else [args.method]
     models: dict[str, MixModel] = {}
     for meth in methods:
@@ -211,7 +220,7 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
         if diag["held_out"].get("folds"):
             diag["held_out"]["skill"] = skill(diag["held_out"])
         res["diagnostics"] = diag
-        if pdata is not None:
+        if pdata is not None and len(pdata):
             res["predictions"] = _predictions(model, pdata, w, args.level,
                                               (fit_data.R.min(axis=0), fit_data.R.max(axis=0)))
         if box is not None:

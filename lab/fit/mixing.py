@@ -102,7 +102,7 @@ def pick_prefixes(df: pd.DataFrame, mix_prefix: str | None, loss_prefix: str | N
 
 def load_mixing(source: str | os.PathLike | pd.DataFrame, mix_prefix: str | None = None,
                 loss_prefix: str | None = None, val_domains: Sequence[str] | None = None,
-                tol: float = SUM_TOL) -> MixData:
+                tol: float = SUM_TOL, allow_missing_loss: bool = False) -> MixData:
     """Read a sweep folder or table with ``<mix_prefix><domain>`` proportions and ``<loss_prefix><domain>`` losses.
 
     Runs that did not complete and rows with no mixture are dropped and listed; a mixture with a
@@ -141,9 +141,10 @@ def load_mixing(source: str | os.PathLike | pd.DataFrame, mix_prefix: str | None
     keep &= ~nomix
     R = np.nan_to_num(R, nan=0.0)
     L = df[lcols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    noloss = np.all(np.isnan(L), axis=1) & keep
-    dropped += [{"id": i, "reason": "no validation loss"} for i, k in zip(ids, noloss) if k]
-    keep &= ~noloss
+    if not allow_missing_loss:   # rows to predict (--predict) need no losses; rows to fit do
+        noloss = np.all(np.isnan(L), axis=1) & keep
+        dropped += [{"id": i, "reason": "no validation loss"} for i, k in zip(ids, noloss) if k]
+        keep &= ~noloss
     for r in np.flatnonzero(keep):
         neg = [domains[j] for j in np.flatnonzero(R[r] < 0)]
         if neg:
@@ -224,7 +225,7 @@ def target_weights(spec: str | dict | None, val_domains: Sequence[str]) -> np.nd
         return np.full(len(val_domains), 1.0 / len(val_domains))
     w = parse_shares(spec, val_domains, "--target-weights")
     v = np.array([w.get(d, 0.0) for d in val_domains])
-    if np.any(v < 0) or v.sum() <= 0:
+    if not np.all(np.isfinite(v)) or np.any(v < 0) or v.sum() <= 0:
         raise FitError(f"--target-weights must be >= 0 with a positive sum, got {w}")
     return v / v.sum()
 
@@ -439,11 +440,12 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
             # one standard error of the best. Held-out mixtures cover the simplex thinly, so among fits
             # that predict them equally well the one with tamer exponents extrapolates more safely.
             absd = np.array([np.abs(np.asarray(t[2]["predicted"]) - data.L) for t in trials])   # (grid, n, K)
-            absd = np.where(np.isfinite(absd), absd, np.inf)
-            mean = absd.mean(axis=1)                                                          # (grid, K)
+            seen = np.isfinite(data.L)                                                        # (n, K)
+            absd = np.where(np.isfinite(absd), absd, np.inf)        # a failed refit counts as infinitely wrong
+            mean = np.array([[absd[g, seen[:, k], k].mean() for k in range(K)] for g in range(len(trials))])
             best = np.argmin(mean, axis=0)
-            se = np.array([np.std(absd[best[k], :, k], ddof=1) / math.sqrt(absd.shape[1]) if np.isfinite(
-                mean[best[k], k]) else np.inf for k in range(K)])
+            se = np.array([np.std(absd[best[k], seen[:, k], k], ddof=1) / math.sqrt(seen[:, k].sum())
+                           if np.isfinite(mean[best[k], k]) else np.inf for k in range(K)])
             pick = np.array([max(g for g in range(len(RIDGE_GRID)) if mean[g, k] <= mean[best[k], k] + se[k])
                              for k in range(K)])
         else:
@@ -451,8 +453,12 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
         ridges = np.array([RIDGE_GRID[p] for p in pick])
         thetas = [trials[p][1][i] for i, p in enumerate(pick)]
         ridge_note = {"grid": list(RIDGE_GRID), "chosen": {v: float(r) for v, r in zip(data.val_domains, ridges)},
+                      "note": "chosen on the same held-out folds that are reported, so the held-out error is "
+                              "slightly optimistic",
                       "held_out_mae_by_ridge": {str(t[0]): t[2].get("mae", {}).get("mean") for t in trials}}
     else:
+        if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge >= 0):
+            raise FitError(f"--ridge must be 'auto' or a number >= 0, got {ridge!r}")
         ridges = np.full(K, float(ridge))
         thetas = _fit_thetas(data, delta, ridges)
         ridge_note = {"chosen": {v: float(ridge) for v in data.val_domains}}

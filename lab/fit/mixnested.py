@@ -99,13 +99,17 @@ def nested_predict(data: MixData, target_params: float, target_tokens: float | N
     keys, g = np.unique(np.round(d.R, 4), axis=0, return_inverse=True)
     g = g.ravel()
     G = len(keys)
-    sizes = np.array([np.unique(d.N[g == k]).size for k in range(G)])
-    if sizes.min() < 2:
-        few = int((sizes < 2).sum())
-        raise FitError(f"nested prediction: {few} of {G} mixtures were trained at fewer than 2 sizes; every mixture "
-                       f"needs 2+ sizes (the mixture sweep's design.sizes) to fit a size law")
     q = d.D / d.N
     with_d = q.max() / q.min() > ratio_tol
+    # along a fixed D/N each mixture has 2 free scales (E_g, A_g) plus the shared exponent: 3 sizes are
+    # needed for any check of the form; with a token law, runs at several D add the missing points
+    need = 2 if with_d else 3
+    sizes = np.array([np.unique(d.N[g == k]).size for k in range(G)])
+    if sizes.min() < need:
+        few = int((sizes < need).sum())
+        raise FitError(f"nested prediction: {few} of {G} mixtures were trained at fewer than {need} sizes; every "
+                       f"mixture needs {need}+ sizes (the mixture sweep's design.sizes) to fit a size law"
+                       + ("" if with_d else " along its fixed D/N"))
     implied = float(np.median(q)) * target_params
     if target_tokens is None:
         if with_d:
@@ -124,6 +128,10 @@ def nested_predict(data: MixData, target_params: float, target_tokens: float | N
     fitted = np.full_like(d.L, np.nan)
     for i, v in enumerate(d.val_domains):
         m = np.isfinite(d.L[:, i])
+        per = np.bincount(g[m], minlength=G)
+        if per.min() < need:
+            raise FitError(f"nested prediction: validation domain {v!r} has fewer than {need} finite losses for "
+                           f"{int((per < need).sum())} mixture(s); every mixture needs {need}+ sizes with a loss")
         if m.sum() < P + 1:
             raise FitError(f"nested prediction: {int(m.sum())} runs with a {v!r} loss for {P} parameters of the "
                            f"size law (shared exponents, {G} mixtures); train more sizes or mixtures")

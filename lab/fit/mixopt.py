@@ -197,7 +197,9 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
     else:
         hw = model.interval_halfwidth(level)
         if hw is not None:
-            t_hw = float(np.sqrt(np.sum((w * hw) ** 2))) if len(hw) > 1 else float(hw[0])
+            t_hw = model.target_halfwidth(w, level) if hasattr(model, "target_halfwidth") else None
+            if t_hw is None:
+                t_hw = float(np.sum(w * hw))   # no joint residuals: the conservative sum
             out["target_interval"] = [out["target"] - t_hw, out["target"] + t_hw]
             out["predicted_interval"] = {v: [float(per[k] - hw[k]), float(per[k] + hw[k])]
                                          for k, v in enumerate(model.val_domains)}

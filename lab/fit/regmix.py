@@ -50,7 +50,19 @@ class MixRegression(MixModel):
     regressor: str
     halfwidth: dict[float, np.ndarray] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    cv_resid: np.ndarray | None = None     # (n, K) held-out predicted - observed
     method = "regression"
+
+    def target_halfwidth(self, w: np.ndarray, level: float) -> float | None:
+        """Half-width for the weighted target: the quantile of |sum_k w_k (pred - obs)| over held-out rows.
+
+        Domain errors are correlated (one mixture helps or hurts several domains at once), so the
+        target's residuals are taken as they are, not combined from per-domain widths.
+        """
+        if self.cv_resid is None:
+            return None
+        ok = np.all(np.isfinite(self.cv_resid), axis=1)
+        return float(np.quantile(np.abs(self.cv_resid[ok] @ w), level)) if ok.sum() >= 2 else None
 
     def predict(self, R: np.ndarray) -> np.ndarray:
         R = np.atleast_2d(np.asarray(R, float))
@@ -82,7 +94,8 @@ def fit_regression(data: MixData, regressor: str = "auto", iterations: int = 100
     model = _fit_plain(data, regressor, seed, iterations, lr)
     cv = cross_validate(lambda d: _fit_plain(d, regressor, seed, iterations, lr), data, cv_folds, seed)
     if cv.get("folds"):
-        res = np.abs(np.asarray(cv["predicted"]) - data.L)
+        model.cv_resid = np.asarray(cv["predicted"]) - data.L
+        res = np.abs(model.cv_resid)
         for lv in levels:
             model.halfwidth[lv] = np.array([np.nanquantile(res[:, k], lv) if np.isfinite(res[:, k]).any() else np.nan
                                             for k in range(res.shape[1])])
