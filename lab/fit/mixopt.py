@@ -133,6 +133,17 @@ def _target(model: MixModel, R: np.ndarray, w: np.ndarray) -> np.ndarray:
     return model.predict(R) @ w
 
 
+def _draw_targets(model: MixModel, C: np.ndarray, w: np.ndarray, chunk: int = 4096) -> np.ndarray | None:
+    """Every bootstrap draw's target at every candidate, (B, n), without holding (B, n, K) at once."""
+    parts = []
+    for i in range(0, len(C), chunk):
+        D = model.predict_draws(C[i:i + chunk])
+        if D is None:
+            return None
+        parts.append(D @ w)
+    return np.concatenate(parts, axis=1)
+
+
 def _refine(model: MixModel, r0: np.ndarray, w: np.ndarray, box: Box) -> np.ndarray:
     """SLSQP from ``r0`` on the smooth law; falls back to ``r0`` if it does not improve."""
     from scipy.optimize import minimize
@@ -183,9 +194,9 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
         out["target_interval"] = list(interval(tgt, level))
         out["predicted_interval"] = {v: list(interval(draws[:, 0, k], level)) for k, v in enumerate(model.val_domains)}
         # where each draw's own optimum lies: the uncertainty of the mixture itself
-        Dc = model.predict_draws(C)                                   # (B, n, K)
-        if Dc is not None:
-            T = np.where(np.isfinite(Dc @ w), Dc @ w, np.inf)
+        T = _draw_targets(model, C, w)                              # (B, n), in chunks of candidates
+        if T is not None:
+            T = np.where(np.isfinite(T), T, np.inf)
             live = np.isfinite(T).any(axis=1)            # draws dropped as degenerate are all NaN
             opt = C[np.argmin(T[live], axis=1)]
             out["mixture_interval"] = {d: list(interval(opt[:, j], level)) for j, d in enumerate(box.domains)}
