@@ -48,7 +48,8 @@ def _col(names: Sequence[str], v: str, fallback: int) -> int | None:
 def _grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.2, 4.0)):
     ncols = max(1, min(n, ncols))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
+                             layout="constrained")   # titles clear of the row above's x labels
     return fig, list(axes.ravel())
 
 
