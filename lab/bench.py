@@ -1,10 +1,12 @@
 """Benchmark: training tokens/s and achieved FLOP/s of the trainer against the machine's peak.
 
-``python -m lab.bench [--quick] [--seconds S] [--out FILE.json]``
+``python -m lab.bench [--quick] [--seconds S] [--impl prototype lab lab+compile] [--out FILE.json]``
 
 For a ladder of proxy shapes (~30k to ~25M non-embedding parameters, byte vocabulary, seq 256)
 it times the trainer's own :func:`lab.train.train_step` (forward, backward, clip, fused AdamW) on
-random tokens, and reports
+random tokens, interleaved step by step with a plain LLaMA-style prototype of the same shape
+(:mod:`lab.benchref`, the baseline measured in the same run: ``speedup_vs_prototype``) and, with
+``--impl ... lab+compile``, the trainer under ``torch.compile``. It reports
 
 * one process using all threads, and one 1-thread worker per core running at once (the local
   sweep layout; aggregate throughput),
@@ -16,7 +18,9 @@ with all threads, and one 1-thread process per core running concurrently (their 
 differ a lot (BLAS often scales poorly across threads); the *machine peak* is the larger of the
 two, and every row's MFU = achieved FLOP/s (the lab's convention,
 :func:`lab.counting.flops_per_token`) / that machine peak, so the layouts are compared on one
-scale. ``mfu_layout`` (the same throughput over its own layout's peak) is kept in the JSON too.
+scale. ``mfu_palm`` is the same throughput counted in the PaLM convention
+(:func:`lab.counting.flops_per_token_palm`, full attention), the one most published MFU figures
+use. ``mfu_layout`` (the same throughput over its own layout's peak) is kept in the JSON too.
 Peaks are sustained rates (FLOPs done / time over a window), not a best single call. Workers are
 plain subprocesses synchronised through pipes (no multiprocessing semaphores to leak). Results
 print as a table and are written as JSON for tracking over time.
@@ -38,7 +42,7 @@ from typing import Any
 import torch
 
 from lab.config import TrainConfig
-from lab.counting import Shape, counts, resolve_shape
+from lab.counting import Shape, counts, flops_per_token_palm, resolve_shape
 
 SEQ_LEN = 256
 VOCAB = 256
@@ -52,6 +56,9 @@ LADDER = [
     (8, 512, 8, 8),
 ]
 QUICK = [LADDER[1], LADDER[2], LADDER[3]]
+
+
+IMPLS = ("prototype", "lab", "lab+compile")
 
 
 @dataclass
@@ -103,36 +110,64 @@ def matmul_peak(dtype: str, device: str = "cpu", seconds: float = 1.0, go: Any =
     return best
 
 
-def step_speed(case: Case, seconds: float, threads: int | None = None, go: Any = None) -> dict[str, float]:
-    """Steady-state tokens/s of :func:`lab.train.train_step` for one shape, dtype, device."""
+def _stepper(impl: str, case: Case) -> Any:
+    """A zero-argument function doing one training step of ``impl`` on a fixed random batch."""
+    from lab.benchref import PrototypeLM, prototype_optimizer, prototype_step
     from lab.model import Transformer
     from lab.train import make_optimizer, train_step
 
-    if threads:
-        torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = torch.device(case.device)
+    x = torch.randint(0, case.shape.vocab_size, (case.micro, case.shape.seq_len + 1), device=device)
+    inp, tgt = x[:, :-1], x[:, 1:]
+    dtype = torch.bfloat16 if case.dtype == "bfloat16" else None
+    if impl == "prototype":
+        proto = PrototypeLM(case.shape).to(device)
+        popt = prototype_optimizer(proto)
+        return lambda: prototype_step(proto, popt, inp, tgt, dtype)
     model = Transformer(case.shape).to(device)
     opt = make_optimizer(model, TrainConfig(lr=1e-4))
-    dtype = torch.bfloat16 if case.dtype == "bfloat16" else None
-    fwd = torch.compile(model) if case.device == "cuda" else model
-    x = torch.randint(0, VOCAB, (case.micro, SEQ_LEN + 1))
-    batch = [(x[:, :-1], x[:, 1:])]
-    for _ in range(2):  # warm up (allocator, kernels, compile)
-        train_step(fwd, model, opt, iter(batch), 1, device, dtype, 1.0)
+    fwd = torch.compile(model) if (impl == "lab+compile" or case.device == "cuda") else model
+    return lambda: train_step(fwd, model, opt, iter([(inp, tgt)]), 1, device, dtype, 1.0)
+
+
+def step_speeds(
+    case: Case, impls: list[str], seconds: float, threads: int | None = None, go: Any = None
+) -> dict[str, dict[str, float]]:
+    """Steady-state tokens/s of each implementation in ``impls`` for one shape, dtype, device.
+
+    The implementations' steps are *interleaved* (one step of each in turn, each step timed on its
+    own) for ``seconds`` per implementation, so a slow spell of a shared machine hits all of them
+    alike and their ratio is steadier than back-to-back timings. ``lab`` times the trainer's own
+    :func:`lab.train.train_step`; ``prototype`` the plain proxy of :mod:`lab.benchref`;
+    ``lab+compile`` the trainer with ``torch.compile`` (compile time excluded: it is paid in the
+    warm-up steps).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    steps = {impl: _stepper(impl, case) for impl in impls}
+    for step in steps.values():  # warm up (allocator, kernels, compile)
+        for _ in range(2):
+            step()
     _sync(case.device)
     if go is not None:
         go()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        train_step(fwd, model, opt, iter(batch), 1, device, dtype, 1.0)
-        n += 1
-        _sync(case.device)
-        el = time.perf_counter() - t0
-        if el >= seconds and n >= 3:
-            break
-    tps = n * case.micro * SEQ_LEN / el
-    return {"tokens_per_s": tps, "flops_per_s": tps * counts(case.shape)["flops_per_token"], "steps": n}
+    spent = {impl: 0.0 for impl in impls}
+    done = {impl: 0 for impl in impls}
+    t_end = time.perf_counter() + seconds * len(impls)
+    while time.perf_counter() < t_end or min(done.values()) < 3:
+        for impl, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            _sync(case.device)
+            spent[impl] += time.perf_counter() - t0
+            done[impl] += 1
+    fpt = counts(case.shape)["flops_per_token"]
+    out = {}
+    for impl in impls:
+        tps = done[impl] * case.micro * case.shape.seq_len / spent[impl]
+        out[impl] = {"tokens_per_s": tps, "flops_per_s": tps * fpt, "steps": done[impl]}
+    return out
 
 
 # ---- workers: 1-thread subprocesses, started together through a pipe handshake ----------------
@@ -157,7 +192,7 @@ def _worker_main() -> None:
         res: Any = matmul_peak(job["dtype"], seconds=job["seconds"], go=go)
     else:
         shape = Shape(**job["shape"])
-        res = step_speed(Case(shape, job["micro"], job["dtype"]), job["seconds"], threads=1, go=go)
+        res = step_speeds(Case(shape, job["micro"], job["dtype"]), job["impls"], job["seconds"], threads=1, go=go)
     print(json.dumps(res), flush=True)
 
 
@@ -202,17 +237,22 @@ def workers_peak(dtype: str, n_workers: int, seconds: float = 1.0) -> float:
     return float(sum(_run_workers({"kind": "peak", "dtype": dtype, "seconds": seconds}, n_workers, rounds=2)))
 
 
-def workers_speed(case: Case, seconds: float, n_workers: int) -> dict[str, float]:
+def workers_speeds(case: Case, impls: list[str], seconds: float, n_workers: int) -> dict[str, dict[str, float]]:
     """Aggregate throughput of ``n_workers`` 1-thread processes training at the same time."""
-    job = {"kind": "step", "shape": case.shape.to_dict(), "micro": case.micro, "dtype": case.dtype, "seconds": seconds}
+    job = {
+        "kind": "step", "shape": case.shape.to_dict(), "micro": case.micro, "dtype": case.dtype,
+        "impls": impls, "seconds": seconds,
+    }
     res = _run_workers(job, n_workers, rounds=1)
-    return {k: sum(r[k] for r in res) for k in ("tokens_per_s", "flops_per_s")}
+    return {i: {k: sum(r[i][k] for r in res) for k in ("tokens_per_s", "flops_per_s")} for i in impls}
 
 
 LAYOUT_NAMES = {"process": "1 process x {threads} threads", "workers": "{cores} workers x 1 thread"}
 
 
-def run(quick: bool, seconds: float, dtypes: list[str], layouts: list[str]) -> dict[str, Any]:
+def run(
+    quick: bool, seconds: float, dtypes: list[str], layouts: list[str], impls: list[str]
+) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     threads = torch.get_num_threads()
     names = {k: v.format(threads=threads, cores=cores) for k, v in LAYOUT_NAMES.items()}
@@ -231,44 +271,63 @@ def run(quick: bool, seconds: float, dtypes: list[str], layouts: list[str]) -> d
     rows = []
     for shape, micro in ladder_shapes(quick):
         c = counts(shape)
+        palm = flops_per_token_palm(shape) / c["flops_per_token"]
         for dt in dtypes:
             case = Case(shape, micro, dt)
             for layout in layouts:
-                r = step_speed(case, seconds, threads) if layout == "process" else workers_speed(case, seconds, cores)
-                rows.append(
-                    {
-                        "device": "cpu",
-                        "layout": names[layout],
-                        "dtype": dt,
-                        "params": c["params"],
-                        "params_total": c["params_total"],
-                        "shape": f"L{shape.num_layers} d{shape.d_model} h{shape.num_heads}",
-                        "micro_batch": micro,
-                        **r,
-                        "mfu": r["flops_per_s"] / peaks[dt]["machine"],
-                        "mfu_layout": r["flops_per_s"] / peaks[dt][layout],
-                    }
-                )
-                _print_row(rows[-1])
+                r = step_speeds(case, impls, seconds, threads) if layout == "process" \
+                    else workers_speeds(case, impls, seconds, cores)
+                for impl in impls:
+                    rows.append(
+                        {
+                            "device": "cpu",
+                            "impl": impl,
+                            "layout": names[layout],
+                            "dtype": dt,
+                            "params": c["params"],
+                            "params_total": c["params_total"],
+                            "shape": f"L{shape.num_layers} d{shape.d_model} h{shape.num_heads}",
+                            "micro_batch": micro,
+                            **r[impl],
+                            "mfu": r[impl]["flops_per_s"] / peaks[dt]["machine"],
+                            "mfu_palm": palm * r[impl]["flops_per_s"] / peaks[dt]["machine"],
+                            "mfu_layout": r[impl]["flops_per_s"] / peaks[dt][layout],
+                            "speedup_vs_prototype": (
+                                r[impl]["tokens_per_s"] / r["prototype"]["tokens_per_s"] if "prototype" in r else None
+                            ),
+                        }
+                    )
+                    _print_row(rows[-1])
     gpu = {}
     if torch.cuda.is_available():
         gpu_peak = matmul_peak("bfloat16", "cuda")
         gpu = {"name": torch.cuda.get_device_name(), "peak_bf16": gpu_peak}
+        gpu_impls = [i for i in impls if i != "lab+compile"]  # the trainer compiles on a GPU anyway
         for shape, micro in ladder_shapes(quick):
-            r = step_speed(Case(shape, micro * 8, "bfloat16", "cuda"), seconds)
-            rows.append(
-                {
-                    "device": "cuda", "layout": "1 process", "dtype": "bfloat16", "params": counts(shape)["params"],
-                    "params_total": counts(shape)["params_total"], "shape": f"L{shape.num_layers} d{shape.d_model}",
-                    "micro_batch": micro * 8, **r, "mfu": r["flops_per_s"] / gpu_peak,
-                    "mfu_layout": r["flops_per_s"] / gpu_peak,
-                }
-            )
-            _print_row(rows[-1])
+            c = counts(shape)
+            palm = flops_per_token_palm(shape) / c["flops_per_token"]
+            r = step_speeds(Case(shape, micro * 8, "bfloat16", "cuda"), gpu_impls, seconds)
+            for impl in gpu_impls:
+                rows.append(
+                    {
+                        "device": "cuda", "impl": impl, "layout": "1 process", "dtype": "bfloat16",
+                        "params": c["params"], "params_total": c["params_total"],
+                        "shape": f"L{shape.num_layers} d{shape.d_model} h{shape.num_heads}",
+                        "micro_batch": micro * 8, **r[impl], "mfu": r[impl]["flops_per_s"] / gpu_peak,
+                        "mfu_palm": palm * r[impl]["flops_per_s"] / gpu_peak,
+                        "mfu_layout": r[impl]["flops_per_s"] / gpu_peak,
+                        "speedup_vs_prototype": (
+                            r[impl]["tokens_per_s"] / r["prototype"]["tokens_per_s"] if "prototype" in r else None
+                        ),
+                    }
+                )
+                _print_row(rows[-1])
     return {
         "machine": {"cores": cores, "threads": threads, "torch": torch.__version__, "platform": platform.platform()},
         "peak_flops_per_s": peaks,
         "mfu_denominator": "peak_flops_per_s[dtype].machine: the larger of the two layouts' matmul peaks",
+        "mfu_numerator": "mfu: lab.counting.flops_per_token (causal attention); "
+        "mfu_palm: lab.counting.flops_per_token_palm (PaLM convention, full attention)",
         "gpu": gpu,
         "seq_len": SEQ_LEN,
         "vocab_size": VOCAB,
@@ -278,10 +337,11 @@ def run(quick: bool, seconds: float, dtypes: list[str], layouts: list[str]) -> d
 
 
 def _print_row(r: dict[str, Any]) -> None:
+    vs = f"{r['speedup_vs_prototype']:5.2f}x" if r["speedup_vs_prototype"] is not None else "    - "
     print(
-        f"{r['device']:>4s}  {r['layout']:<24s} {r['dtype']:<8s} {r['shape']:<14s} N={r['params']:>11,}  "
-        f"{r['tokens_per_s']:>10,.0f} tok/s  {r['flops_per_s'] / 1e9:7.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f}%  "
-        f"(own-layout peak {100 * r['mfu_layout']:5.1f}%)",
+        f"{r['device']:>4s} {r['impl']:<11s} {r['layout']:<22s} {r['dtype']:<8s} {r['shape']:<13s} "
+        f"N={r['params']:>10,} {r['tokens_per_s']:>9,.0f} tok/s {r['flops_per_s'] / 1e9:6.1f} GFLOP/s  "
+        f"MFU {100 * r['mfu']:5.1f}% (PaLM {100 * r['mfu_palm']:5.1f}%)  vs prototype {vs}",
         flush=True,
     )
 
@@ -302,6 +362,11 @@ def main(argv: list[str] | None = None) -> None:
         help="default: float32, plus bfloat16 where the CPU has native bf16 (or a GPU exists)",
     )
     ap.add_argument("--layout", nargs="+", default=["process", "workers"], choices=["process", "workers"])
+    ap.add_argument(
+        "--impl", nargs="+", default=["prototype", "lab"], choices=list(IMPLS),
+        help="what to time: the plain prototype baseline (lab.benchref), the trainer, the trainer under "
+        "torch.compile (adds ~20-40 s of compilation per shape and process)",
+    )
     ap.add_argument("--out", default=None, help="JSON output (default runs/bench/bench-<time>.json)")
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -315,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             print("[bench] no native bf16 on this CPU (bf16 matmul runs ~100x below fp32): fp32 only; "
                   "--dtype bfloat16 forces it", flush=True)
     print(f"[bench] measuring matmul peak and {len(QUICK if args.quick else LADDER)} proxy sizes ...", flush=True)
-    res = run(args.quick, seconds, args.dtype, args.layout)
+    res = run(args.quick, seconds, args.dtype, args.layout, args.impl)
     for dt, pk in res["peak_flops_per_s"].items():
         print(
             f"[bench] MFU denominator {dt}: machine peak {pk['machine'] / 1e9:.1f} GFLOP/s "

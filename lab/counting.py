@@ -27,7 +27,8 @@ twice the forward). The forward pass per token counts
 
 So ``C = 6 * D * (N + d_model * V + num_layers * seq_len * d_attn)``. The plain ``6 N D`` and the
 Chinchilla convention (all parameters, full non-causal attention; Hoffmann et al. 2022,
-arXiv:2203.15556, Appendix F) are also provided, and the trainer logs the parameter groups, so a
+arXiv:2203.15556, Appendix F) and the PaLM MFU convention (:func:`flops_per_token_palm`) are also
+provided, and the trainer logs the parameter groups, so a
 table can be converted to another convention; fits always say which one they use.
 
 The *shape rule* (:func:`resolve_shape`) turns one size knob, ``depth``, into a full shape in
@@ -220,6 +221,17 @@ def flops_per_token_chinchilla(shape: Shape) -> float:
     matmul = g["attention"] + g["mlp"] + 2 * shape.d_model * shape.vocab_size
     attn = 2 * shape.num_layers * shape.seq_len * shape.d_attn  # QK^T and AV, no causal halving
     return 6.0 * float(matmul + attn)
+
+
+def flops_per_token_palm(shape: Shape) -> float:
+    """The PaLM MFU convention (Chowdhery et al. 2022, arXiv:2204.02311, Appendix B): ``6 N + 12 L T d``.
+
+    The lab's matmuls (blocks and output head) plus attention over the full ``T x T`` square, as
+    if no causal mask skipped half of it. Most published MFU figures use it; ``lab.bench`` reports
+    MFU in this convention beside the lab's so its numbers can be compared with them.
+    """
+    n = non_embedding_params(shape) + shape.d_model * shape.vocab_size
+    return 6.0 * float(n) + 12.0 * float(shape.num_layers * shape.seq_len * shape.d_attn)
 
 
 def counts(shape: Shape) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""The benchmark's baseline prototype and its interleaved timer (seconds, CPU)."""
+
+import torch
+
+from lab.bench import Case, step_speeds
+from lab.benchref import PrototypeLM
+from lab.counting import resolve_shape
+from lab.model import Transformer
+
+
+def _shape(**kw):
+    return resolve_shape(vocab_size=64, seq_len=16, num_layers=2, d_model=32, num_heads=4, **kw)
+
+
+def _copy_into_prototype(lab: Transformer, proto: PrototypeLM) -> None:
+    """Map the lab's stored (fused) weights onto the prototype's separate projections."""
+    s = lab.shape
+    q, kv, f = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.d_ff
+    with torch.no_grad():
+        proto.tok_emb.weight.copy_(lab.tok_emb.weight)
+        proto.lm_head.weight.copy_(lab.lm_head.weight)
+        proto.norm.weight.copy_(lab.norm.weight)
+        for a, b in zip(lab.blocks, proto.blocks):
+            w = a.attn.qkv.weight
+            b.wq.weight.copy_(w[:q]), b.wk.weight.copy_(w[q : q + kv]), b.wv.weight.copy_(w[q + kv :])
+            b.wo.weight.copy_(a.attn.proj.weight)
+            b.w1.weight.copy_(a.mlp.gate_up.weight[:f]), b.w3.weight.copy_(a.mlp.gate_up.weight[f:])
+            b.w2.weight.copy_(a.mlp.down.weight)
+            b.n1.weight.copy_(a.attn_norm.weight), b.n2.weight.copy_(a.mlp_norm.weight)
+
+
+def test_prototype_is_the_same_model_as_the_lab():
+    """Same parameters and the same function: the baseline does exactly the lab's FLOPs."""
+    for kw in ({}, {"num_kv_heads": 2}, {"tie_embeddings": True}):
+        s = _shape(**kw)
+        lab, proto = Transformer(s), PrototypeLM(s)
+        assert sum(p.numel() for p in proto.parameters()) == sum(p.numel() for p in lab.parameters())
+        _copy_into_prototype(lab, proto)
+        x = torch.randint(0, 64, (3, 17))
+        torch.testing.assert_close(proto(x[:, :-1], x[:, 1:]), lab(x[:, :-1], x[:, 1:]), rtol=1e-5, atol=1e-5)
+
+
+def test_step_speeds_times_each_implementation():
+    res = step_speeds(Case(_shape(), micro=2, dtype="float32"), ["prototype", "lab"], seconds=0.05)
+    assert set(res) == {"prototype", "lab"}
+    for r in res.values():
+        assert r["steps"] >= 3 and r["tokens_per_s"] > 0 and r["flops_per_s"] > r["tokens_per_s"]
