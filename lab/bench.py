@@ -18,7 +18,9 @@ with all threads, and one 1-thread process per core running concurrently (their 
 differ a lot (BLAS often scales poorly across threads); the *machine peak* is the larger of the
 two, and every row's MFU = achieved FLOP/s (the lab's convention,
 :func:`lab.counting.flops_per_token`) / that machine peak, so the layouts are compared on one
-scale. ``mfu_palm`` is the same throughput counted in the PaLM convention
+scale. ``mfu_window`` divides instead by this layout's matmul rate measured in the same window,
+interleaved with the training steps (the machine's speed drifts by tens of percent over minutes;
+the same-window ratio does not). ``mfu_palm`` is the same throughput counted in the PaLM convention
 (:func:`lab.counting.flops_per_token_palm`, full attention), the one most published MFU figures
 use. ``mfu_layout`` (the same throughput over its own layout's peak) is kept in the JSON too.
 Peaks are sustained rates (FLOPs done / time over a window), not a best single call. Workers are
@@ -131,8 +133,23 @@ def _stepper(impl: str, case: Case) -> Any:
     return lambda: train_step(fwd, model, opt, iter([(inp, tgt)]), 1, device, dtype, 1.0)
 
 
+def _matmul_stepper(case: Case, n: int = 1024, reps: int = 4) -> Any:
+    """A "step" of ``reps`` dense ``n x n`` matmuls in the case's dtype (the window's peak probe)."""
+    dt = getattr(torch, case.dtype)
+    a, b = (torch.randn(n, n, device=case.device).to(dt) for _ in range(2))
+    c = a @ b
+
+    def step() -> None:
+        for _ in range(reps):
+            torch.matmul(a, b, out=c)
+
+    step.flops = 2.0 * n**3 * reps  # type: ignore[attr-defined]
+    return step
+
+
 def step_speeds(
-    case: Case, impls: list[str], seconds: float, threads: int | None = None, go: Any = None
+    case: Case, impls: list[str], seconds: float, threads: int | None = None, go: Any = None,
+    window_peak: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Steady-state tokens/s of each implementation in ``impls`` for one shape, dtype, device.
 
@@ -141,20 +158,25 @@ def step_speeds(
     alike and their ratio is steadier than back-to-back timings. ``lab`` times the trainer's own
     :func:`lab.train.train_step`; ``prototype`` the plain proxy of :mod:`lab.benchref`;
     ``lab+compile`` the trainer with ``torch.compile`` (compile time excluded: it is paid in the
-    warm-up steps).
+    warm-up steps). With ``window_peak`` a dense-matmul probe joins the rotation (key
+    ``matmul``, FLOP/s only): the peak of the very window the steps ran in, so a shared machine's
+    drift over minutes (measured here: the peak moved between 102 and 137 GFLOP/s within an hour)
+    does not leak into the MFU.
     """
     if threads:
         torch.set_num_threads(threads)
     steps = {impl: _stepper(impl, case) for impl in impls}
+    if window_peak:
+        steps["matmul"] = _matmul_stepper(case)
     for step in steps.values():  # warm up (allocator, kernels, compile)
         for _ in range(2):
             step()
     _sync(case.device)
     if go is not None:
         go()
-    spent = {impl: 0.0 for impl in impls}
-    done = {impl: 0 for impl in impls}
-    t_end = time.perf_counter() + seconds * len(impls)
+    spent = {impl: 0.0 for impl in steps}
+    done = {impl: 0 for impl in steps}
+    t_end = time.perf_counter() + seconds * len(steps)
     while time.perf_counter() < t_end or min(done.values()) < 3:
         for impl, step in steps.items():
             t0 = time.perf_counter()
@@ -167,6 +189,8 @@ def step_speeds(
     for impl in impls:
         tps = done[impl] * case.micro * case.shape.seq_len / spent[impl]
         out[impl] = {"tokens_per_s": tps, "flops_per_s": tps * fpt, "steps": done[impl]}
+    if window_peak:
+        out["matmul"] = {"flops_per_s": done["matmul"] * steps["matmul"].flops / spent["matmul"]}
     return out
 
 
@@ -192,7 +216,9 @@ def _worker_main() -> None:
         res: Any = matmul_peak(job["dtype"], seconds=job["seconds"], go=go)
     else:
         shape = Shape(**job["shape"])
-        res = step_speeds(Case(shape, job["micro"], job["dtype"]), job["impls"], job["seconds"], threads=1, go=go)
+        res = step_speeds(
+            Case(shape, job["micro"], job["dtype"]), job["impls"], job["seconds"], threads=1, go=go, window_peak=True
+        )
     print(json.dumps(res), flush=True)
 
 
@@ -244,7 +270,9 @@ def workers_speeds(case: Case, impls: list[str], seconds: float, n_workers: int)
         "impls": impls, "seconds": seconds,
     }
     res = _run_workers(job, n_workers, rounds=1)
-    return {i: {k: sum(r[i][k] for r in res) for k in ("tokens_per_s", "flops_per_s")} for i in impls}
+    out = {i: {k: sum(r[i][k] for r in res) for k in ("tokens_per_s", "flops_per_s")} for i in impls}
+    out["matmul"] = {"flops_per_s": sum(r["matmul"]["flops_per_s"] for r in res)}
+    return out
 
 
 LAYOUT_NAMES = {"process": "1 process x {threads} threads", "workers": "{cores} workers x 1 thread"}
@@ -275,7 +303,7 @@ def run(
         for dt in dtypes:
             case = Case(shape, micro, dt)
             for layout in layouts:
-                r = step_speeds(case, impls, seconds, threads) if layout == "process" \
+                r = step_speeds(case, impls, seconds, threads, window_peak=True) if layout == "process" \
                     else workers_speeds(case, impls, seconds, cores)
                 for impl in impls:
                     rows.append(
@@ -292,6 +320,8 @@ def run(
                             "mfu": r[impl]["flops_per_s"] / peaks[dt]["machine"],
                             "mfu_palm": palm * r[impl]["flops_per_s"] / peaks[dt]["machine"],
                             "mfu_layout": r[impl]["flops_per_s"] / peaks[dt][layout],
+                            "peak_window": r["matmul"]["flops_per_s"],
+                            "mfu_window": r[impl]["flops_per_s"] / r["matmul"]["flops_per_s"],
                             "speedup_vs_prototype": (
                                 r[impl]["tokens_per_s"] / r["prototype"]["tokens_per_s"] if "prototype" in r else None
                             ),
@@ -338,10 +368,11 @@ def run(
 
 def _print_row(r: dict[str, Any]) -> None:
     vs = f"{r['speedup_vs_prototype']:5.2f}x" if r["speedup_vs_prototype"] is not None else "    - "
+    win = f"; window {100 * r['mfu_window']:5.1f}%" if r.get("mfu_window") is not None else ""
     print(
         f"{r['device']:>4s} {r['impl']:<11s} {r['layout']:<22s} {r['dtype']:<8s} {r['shape']:<13s} "
         f"N={r['params']:>10,} {r['tokens_per_s']:>9,.0f} tok/s {r['flops_per_s'] / 1e9:6.1f} GFLOP/s  "
-        f"MFU {100 * r['mfu']:5.1f}% (PaLM {100 * r['mfu_palm']:5.1f}%)  vs prototype {vs}",
+        f"MFU {100 * r['mfu']:5.1f}% (PaLM {100 * r['mfu_palm']:5.1f}%{win})  vs prototype {vs}",
         flush=True,
     )
 
