@@ -115,7 +115,7 @@ def matmul_peak(dtype: str, device: str = "cpu", seconds: float = 1.0, go: Any =
 def _stepper(impl: str, case: Case) -> Any:
     """A zero-argument function doing one training step of ``impl`` on a fixed random batch."""
     from lab.benchref import PrototypeLM, prototype_optimizer, prototype_step
-    from lab.model import Transformer
+    from lab.model import Transformer, _keep_freed_memory
     from lab.train import make_optimizer, train_step
 
     torch.manual_seed(0)
@@ -124,17 +124,23 @@ def _stepper(impl: str, case: Case) -> Any:
     inp, tgt = x[:, :-1], x[:, 1:]
     dtype = torch.bfloat16 if case.dtype == "bfloat16" else None
     if impl == "prototype":
+        _keep_freed_memory()  # the allocator setting the lab's model applies, so both run alike
         proto = PrototypeLM(case.shape).to(device)
         popt = prototype_optimizer(proto)
         return lambda: prototype_step(proto, popt, inp, tgt, dtype)
     model = Transformer(case.shape).to(device)
     opt = make_optimizer(model, TrainConfig(lr=1e-4))
-    fwd = torch.compile(model) if (impl == "lab+compile" or case.device == "cuda") else model
+    fwd = torch.compile(model) if impl == "lab+compile" else model
     return lambda: train_step(fwd, model, opt, iter([(inp, tgt)]), 1, device, dtype, 1.0)
 
 
-def _matmul_stepper(case: Case, n: int = 1024, reps: int = 4) -> Any:
-    """A "step" of ``reps`` dense ``n x n`` matmuls in the case's dtype (the window's peak probe)."""
+def _matmul_stepper(case: Case) -> Any:
+    """The window's peak probe: a "step" of dense square matmuls in the case's dtype.
+
+    fp32 on CPU: one 2048^3 product (the faster of :func:`matmul_peak`'s two sizes here, ~0.3 s
+    on one core); other dtypes four 1024^3 products (CPU bf16 without native support is ~100x
+    slower, and 2048 would make one probe step last tens of seconds)."""
+    n, reps = (2048, 1) if (case.dtype == "float32" and case.device == "cpu") else (1024, 4)
     dt = getattr(torch, case.dtype)
     a, b = (torch.randn(n, n, device=case.device).to(dt) for _ in range(2))
     c = a @ b
@@ -168,6 +174,8 @@ def step_speeds(
     steps = {impl: _stepper(impl, case) for impl in impls}
     if window_peak:
         steps["matmul"] = _matmul_stepper(case)
+    if not steps:
+        return {}
     for step in steps.values():  # warm up (allocator, kernels, compile)
         for _ in range(2):
             step()
@@ -264,7 +272,14 @@ def workers_peak(dtype: str, n_workers: int, seconds: float = 1.0) -> float:
 
 
 def workers_speeds(case: Case, impls: list[str], seconds: float, n_workers: int) -> dict[str, dict[str, float]]:
-    """Aggregate throughput of ``n_workers`` 1-thread processes training at the same time."""
+    """Aggregate throughput of ``n_workers`` 1-thread processes training at the same time.
+
+    Each worker runs :func:`step_speeds`' rotation; workers start together but are not in step
+    after that, so while one times a ``lab`` step its neighbours may run a prototype step or the
+    matmul probe. The per-implementation sums therefore describe the cores busy with a mix of the
+    same kind of work (close to, not exactly, all workers running one implementation), and the
+    summed ``matmul`` rate is the cores' matmul rate under that mix, not :func:`workers_peak`.
+    """
     job = {
         "kind": "step", "shape": case.shape.to_dict(), "micro": case.micro, "dtype": case.dtype,
         "impls": impls, "seconds": seconds,
@@ -332,7 +347,8 @@ def run(
     if torch.cuda.is_available():
         gpu_peak = matmul_peak("bfloat16", "cuda")
         gpu = {"name": torch.cuda.get_device_name(), "peak_bf16": gpu_peak}
-        gpu_impls = [i for i in impls if i != "lab+compile"]  # the trainer compiles on a GPU anyway
+        # the trainer compiles on a GPU by default (train.compile=auto), so its row is always timed
+        gpu_impls = list(dict.fromkeys([*impls, "lab+compile"]))
         for shape, micro in ladder_shapes(quick):
             c = counts(shape)
             palm = flops_per_token_palm(shape) / c["flops_per_token"]
@@ -411,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             print("[bench] no native bf16 on this CPU (bf16 matmul runs ~100x below fp32): fp32 only; "
                   "--dtype bfloat16 forces it", flush=True)
     print(f"[bench] measuring matmul peak and {len(QUICK if args.quick else LADDER)} proxy sizes ...", flush=True)
-    res = run(args.quick, seconds, args.dtype, args.layout, args.impl)
+    res = run(args.quick, seconds, args.dtype, args.layout, list(dict.fromkeys(args.impl)))
     for dt, pk in res["peak_flops_per_s"].items():
         print(
             f"[bench] MFU denominator {dt}: machine peak {pk['machine'] / 1e9:.1f} GFLOP/s "

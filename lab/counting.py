@@ -227,7 +227,8 @@ def flops_per_token_palm(shape: Shape) -> float:
     """The PaLM MFU convention (Chowdhery et al. 2022, arXiv:2204.02311, Appendix B): ``6 N + 12 L T d``.
 
     The lab's matmuls (blocks and output head) plus attention over the full ``T x T`` square, as
-    if no causal mask skipped half of it. Most published MFU figures use it; ``lab.bench`` reports
+    if no causal mask skipped half of it. An untied input embedding is a lookup and is not
+    counted (PaLM ties it to the output head). Most published MFU figures use it; ``lab.bench`` reports
     MFU in this convention beside the lab's so its numbers can be compared with them.
     """
     n = non_embedding_params(shape) + shape.d_model * shape.vocab_size

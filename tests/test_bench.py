@@ -45,3 +45,9 @@ def test_step_speeds_times_each_implementation():
     assert set(res) == {"prototype", "lab"}
     for r in res.values():
         assert r["steps"] >= 3 and r["tokens_per_s"] > 0 and r["flops_per_s"] > r["tokens_per_s"]
+
+
+def test_step_speeds_window_probe_and_empty_rotation():
+    res = step_speeds(Case(_shape(), micro=2, dtype="float32"), ["lab"], seconds=0.05, window_peak=True)
+    assert set(res) == {"lab", "matmul"} and res["matmul"]["flops_per_s"] > 0
+    assert step_speeds(Case(_shape(), micro=2, dtype="float32"), [], seconds=0.05) == {}
