@@ -313,36 +313,12 @@ def run(
         )
     rows = []
     for shape, micro in ladder_shapes(quick):
-        c = counts(shape)
-        palm = flops_per_token_palm(shape) / c["flops_per_token"]
         for dt in dtypes:
             case = Case(shape, micro, dt)
             for layout in layouts:
                 r = step_speeds(case, impls, seconds, threads, window_peak=True) if layout == "process" \
                     else workers_speeds(case, impls, seconds, cores)
-                for impl in impls:
-                    rows.append(
-                        {
-                            "device": "cpu",
-                            "impl": impl,
-                            "layout": names[layout],
-                            "dtype": dt,
-                            "params": c["params"],
-                            "params_total": c["params_total"],
-                            "shape": f"L{shape.num_layers} d{shape.d_model} h{shape.num_heads}",
-                            "micro_batch": micro,
-                            **r[impl],
-                            "mfu": r[impl]["flops_per_s"] / peaks[dt]["machine"],
-                            "mfu_palm": palm * r[impl]["flops_per_s"] / peaks[dt]["machine"],
-                            "mfu_layout": r[impl]["flops_per_s"] / peaks[dt][layout],
-                            "peak_window": r["matmul"]["flops_per_s"],
-                            "mfu_window": r[impl]["flops_per_s"] / r["matmul"]["flops_per_s"],
-                            "speedup_vs_prototype": (
-                                r[impl]["tokens_per_s"] / r["prototype"]["tokens_per_s"] if "prototype" in r else None
-                            ),
-                        }
-                    )
-                    _print_row(rows[-1])
+                rows += _rows(r, impls, "cpu", names[layout], dt, shape, micro, peaks[dt]["machine"], peaks[dt][layout])
     gpu = {}
     if torch.cuda.is_available():
         gpu_peak = matmul_peak("bfloat16", "cuda")
@@ -350,24 +326,8 @@ def run(
         # the trainer compiles on a GPU by default (train.compile=auto), so its row is always timed
         gpu_impls = list(dict.fromkeys([*impls, "lab+compile"]))
         for shape, micro in ladder_shapes(quick):
-            c = counts(shape)
-            palm = flops_per_token_palm(shape) / c["flops_per_token"]
             r = step_speeds(Case(shape, micro * 8, "bfloat16", "cuda"), gpu_impls, seconds)
-            for impl in gpu_impls:
-                rows.append(
-                    {
-                        "device": "cuda", "impl": impl, "layout": "1 process", "dtype": "bfloat16",
-                        "params": c["params"], "params_total": c["params_total"],
-                        "shape": f"L{shape.num_layers} d{shape.d_model} h{shape.num_heads}",
-                        "micro_batch": micro * 8, **r[impl], "mfu": r[impl]["flops_per_s"] / gpu_peak,
-                        "mfu_palm": palm * r[impl]["flops_per_s"] / gpu_peak,
-                        "mfu_layout": r[impl]["flops_per_s"] / gpu_peak,
-                        "speedup_vs_prototype": (
-                            r[impl]["tokens_per_s"] / r["prototype"]["tokens_per_s"] if "prototype" in r else None
-                        ),
-                    }
-                )
-                _print_row(rows[-1])
+            rows += _rows(r, gpu_impls, "cuda", "1 process", "bfloat16", shape, micro * 8, gpu_peak, gpu_peak)
     return {
         "machine": {"cores": cores, "threads": threads, "torch": torch.__version__, "platform": platform.platform()},
         "peak_flops_per_s": peaks,
@@ -380,6 +340,43 @@ def run(
         "rows": rows,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def _rows(
+    r: dict[str, dict[str, float]], impls: list[str], device: str, layout: str, dtype: str, shape: Shape,
+    micro: int, peak: float, layout_peak: float,
+) -> list[dict[str, Any]]:
+    """One table row per implementation of one measurement ``r`` (from :func:`step_speeds` or
+    :func:`workers_speeds`), printed as it is made. ``peak`` is the MFU denominator, ``layout_peak``
+    this layout's own; the same-window columns appear when ``r`` holds the matmul probe."""
+    c = counts(shape)
+    palm = flops_per_token_palm(shape) / c["flops_per_token"]
+    out = []
+    for impl in impls:
+        fps = r[impl]["flops_per_s"]
+        row = {
+            "device": device,
+            "impl": impl,
+            "layout": layout,
+            "dtype": dtype,
+            "params": c["params"],
+            "params_total": c["params_total"],
+            "shape": f"L{shape.num_layers} d{shape.d_model} h{shape.num_heads}",
+            "micro_batch": micro,
+            **r[impl],
+            "mfu": fps / peak,
+            "mfu_palm": palm * fps / peak,
+            "mfu_layout": fps / layout_peak,
+        }
+        if "matmul" in r:
+            row["peak_window"] = r["matmul"]["flops_per_s"]
+            row["mfu_window"] = fps / r["matmul"]["flops_per_s"]
+        row["speedup_vs_prototype"] = (
+            r[impl]["tokens_per_s"] / r["prototype"]["tokens_per_s"] if "prototype" in r else None
+        )
+        _print_row(row)
+        out.append(row)
+    return out
 
 
 def _print_row(r: dict[str, Any]) -> None:

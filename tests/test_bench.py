@@ -1,5 +1,6 @@
 """The benchmark's baseline prototype and its interleaved timer (seconds, CPU)."""
 
+import pytest
 import torch
 
 from lab.bench import Case, step_speeds
@@ -51,3 +52,23 @@ def test_step_speeds_window_probe_and_empty_rotation():
     res = step_speeds(Case(_shape(), micro=2, dtype="float32"), ["lab"], seconds=0.05, window_peak=True)
     assert set(res) == {"lab", "matmul"} and res["matmul"]["flops_per_s"] > 0
     assert step_speeds(Case(_shape(), micro=2, dtype="float32"), [], seconds=0.05) == {}
+
+
+def test_rows_compute_each_mfu_from_one_measurement():
+    from lab.bench import _rows
+    from lab.counting import counts, flops_per_token_palm
+
+    s = _shape()
+    r = {
+        "prototype": {"tokens_per_s": 100.0, "flops_per_s": 1e9, "steps": 3},
+        "lab": {"tokens_per_s": 150.0, "flops_per_s": 1.5e9, "steps": 3},
+        "matmul": {"flops_per_s": 3e9},
+    }
+    rows = _rows(r, ["prototype", "lab"], "cpu", "2 workers x 1 thread", "float32", s, 2, 4e9, 2e9)
+    lab = rows[1]
+    assert lab["mfu"] == 1.5e9 / 4e9 and lab["mfu_layout"] == 1.5e9 / 2e9 and lab["mfu_window"] == 0.5
+    assert lab["mfu_palm"] == pytest.approx(lab["mfu"] * flops_per_token_palm(s) / counts(s)["flops_per_token"])
+    assert lab["speedup_vs_prototype"] == 1.5 and rows[0]["speedup_vs_prototype"] == 1.0
+    del r["matmul"], r["prototype"]
+    (gpu,) = _rows(r, ["lab"], "cuda", "1 process", "bfloat16", s, 16, 1e12, 1e12)
+    assert "mfu_window" not in gpu and gpu["speedup_vs_prototype"] is None
