@@ -59,7 +59,9 @@ def run_sweep(out: Path, grid: dict, extra: list[str]) -> Path:
 
 
 def fit_all(sweep_dir: Path, out: Path) -> dict:
-    from lab.fit import FitError, approach1, approach2, approach3, load_points
+    from lab.fit.engine.errors import FitError
+    from lab.fit.engine.points import load_points
+    from lab.fit.loss.chinchilla import approach1, approach2, approach3
     from lab.fit.plots import save_plots
     from lab.results import load_curves
 

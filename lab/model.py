@@ -31,7 +31,7 @@ _SDPA_HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
 _MALLOC_TUNED = False
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Stop glibc from handing big freed blocks back to the OS between training steps.
 
     By default every allocation >= 32 MiB (and smaller ones once the heap top is trimmed) is a
@@ -162,7 +162,7 @@ class Transformer(nn.Module):
     def __init__(self, shape: Shape, cfg: ModelConfig | None = None):
         super().__init__()
         cfg = cfg or ModelConfig()
-        _keep_freed_memory()
+        keep_freed_memory()
         self.shape = shape
         self.tok_emb = nn.Embedding(shape.vocab_size, shape.d_model)
         self.blocks = nn.ModuleList(Block(shape, cfg.norm_eps) for _ in range(shape.num_layers))

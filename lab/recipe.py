@@ -23,7 +23,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 import lab
-from lab.config import SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig
+from lab.config import SCHEDULES, ModelConfig, RunConfig, TrainConfig
 from lab.counting import counts, resolve_shape, shape_for_params, steps_for_tokens
 
 FORMAT = 1
@@ -113,14 +113,14 @@ def _loss_at(res, N: float, D: float) -> tuple[float, list[float]]:
     if "E" in s:
         with np.errstate(all="ignore"):
             draws = s["E"] + s["A"] / N ** s["alpha"] + s["B"] / D ** s["beta"]
-        from lab.fit.result import interval
+        from lab.fit.engine.bootstrap import interval
         return float(point), list(interval(draws, res.level))
     return float(point), [math.nan, math.nan]
 
 
 def _allocation_for(res, fm, C: float) -> tuple[float, float]:
     """Approach 3's compute-optimal (N, D) at C under the data's FLOP convention."""
-    from lab.fit.common import optimal_allocation
+    from lab.fit.engine.allocation import optimal_allocation
     law, th = res.extra["law"], res.extra["theta"][None, :]
     n, d, _ = optimal_allocation(lambda lnN, lnD: np.exp(law.forward(th, {"lnN": lnN, "lnD": lnD})[0]), C, fm,
                                  (0.0, math.log(C) - 1))
@@ -150,8 +150,10 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
                  seed: int = 0, hparam_sweeps: list[str] | None = None, mixing_sweeps: list[str] | None = None,
                  mixing_weights: str | None = None) -> dict[str, Any]:
     """Fit the sweeps and derive the full-size run; see the module docstring for the contents."""
-    from lab.fit import FitError, approach2, approach3, load_points
-    from lab.fit.common import FlopModel
+    from lab.fit.engine.allocation import FlopModel
+    from lab.fit.engine.errors import FitError
+    from lab.fit.engine.points import load_points
+    from lab.fit.loss.chinchilla import approach2, approach3
     from lab.results import load_runs
 
     given = [x is not None for x in (target_flops, target_params, target_tokens)]
@@ -261,7 +263,7 @@ def _build_recipe(sweeps: list[str], target_flops: float | None = None, target_p
         p2 = res2.params
         L = (p2["C_c"] / C_run) ** p2["alpha_C"]
         s2 = res2.samples
-        from lab.fit.result import interval
+        from lab.fit.engine.bootstrap import interval
         with np.errstate(all="ignore"):
             draws = (s2["C_c"] / C_run) ** s2["alpha_C"] if "C_c" in s2 else np.array([])
         prediction.update(loss_val=float(L), loss_val_interval=list(interval(draws)), law="chinchilla approach 2 "
@@ -315,11 +317,10 @@ def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bo
                   notes: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
     """The optimal mixture from mixture sweeps (lab.fit mixing): nested at the recipe's (N, D) when the
     sweeps allow it, else the mixing law at their largest proxy size (said in the notes)."""
-    from lab.fit.data import FitError
-    from lab.fit.mixcli import one_size
-    from lab.fit.mixing import fit_mixing_law, load_mixing, target_weights
-    from lab.fit.mixnested import nested_predict
-    from lab.fit.mixopt import make_box, optimize
+    from lab.fit.engine.errors import FitError
+    from lab.fit.mixing.law import fit_mixing_law, load_mixing, one_size, target_weights
+    from lab.fit.mixing.nested import nested_predict
+    from lab.fit.mixing.optimize import make_box, optimize
     from lab.results import load_runs
     for s in sweeps:
         if not Path(s).is_dir():
@@ -375,8 +376,8 @@ def _hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, see
 
 
 def _jsonable(v: Any) -> Any:
-    from lab.fit.result import _clean
-    return _clean(v)
+    from lab.fit.engine.result import to_jsonable
+    return to_jsonable(v)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lab.bench import Case, step_speeds
-from lab.benchref import PrototypeLM
+from lab.bench.prototype import PrototypeLM
+from lab.bench.train import Case, step_speeds
 from lab.counting import resolve_shape
 from lab.model import Transformer
 
@@ -55,7 +55,7 @@ def test_step_speeds_window_probe_and_empty_rotation():
 
 
 def test_rows_compute_each_mfu_from_one_measurement():
-    from lab.bench import _rows
+    from lab.bench.train import _rows
     from lab.counting import counts, flops_per_token_palm
 
     s = _shape()

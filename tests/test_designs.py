@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 
 from lab.counting import counts, flops_per_token, shape_for_params

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 
 from lab.fit.__main__ import main as fit_main
-from lab.fit.chinchilla import approach1, approach2, approach3
-from lab.fit.common import FlopModel
-from lab.fit.data import FitError, load_points
-from lab.fit.kaplan import fit_kaplan
-from lab.fit.laws import Parametric, fit_law
-from lab.fit.optim import minimize_batched
+from lab.fit.engine.allocation import FlopModel
+from lab.fit.engine.errors import FitError
+from lab.fit.engine.laws import Parametric, fit_law
+from lab.fit.engine.minimize import minimize_batched
+from lab.fit.engine.points import load_points
+from lab.fit.loss.chinchilla import approach1, approach2, approach3
+from lab.fit.loss.kaplan import fit_kaplan
 
 TRUE = dict(E=1.7, A=400.0, B=1200.0, alpha=0.34, beta=0.30)
 
@@ -153,7 +154,7 @@ def test_approach3_interval_coverage():
     hits = {"alpha": [], "beta": []}
     law = Parametric()
     truth = np.array([np.log(TRUE["A"]), np.log(TRUE["B"]), np.log(TRUE["E"]), TRUE["alpha"], TRUE["beta"]])
-    import lab.fit.chinchilla as ch
+    import lab.fit.loss.chinchilla as ch
     orig = law.starts
     try:
         # a short grid around the truth: this test is about the bootstrap, not the multistart

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lab.fit.__main__ import main as fit_main
-from lab.fit.data import FitError
+from lab.fit.engine.errors import FitError
 from lab.fit.hparams import fit_hparams, grid_gap, load_hparams, predict_hparams
 from lab.paths import reference_dir
 
@@ -142,7 +142,7 @@ def test_real_cpu_batch_lr_sweep_fits_and_feeds_a_recipe(tmp_path, fixture_corpu
     r = fit_hparams(h, form="C", bootstrap=50)
     assert all(np.isfinite(v) for v in r.params.values())
     assert r.predictions["B_opt"] > 0 and r.predictions["lr_opt"] > 0
-    from test_recipe import fake_sweep   # a loss-law sweep of known law (records only, no training)
+    from test_recipe import fake_sweep  # a loss-law sweep of known law (records only, no training)
 
     loss_sweep = fake_sweep(tmp_path / "loss")
     rec = build_recipe([str(loss_sweep)], target_flops=1e11, bootstrap=0, hparam_sweeps=[str(out)])

@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab.fit.chinchilla import approach2, approach3
-from lab.fit.common import wls_line
-from lab.fit.data import load_points
-
+from lab.fit.engine.points import load_points
+from lab.fit.engine.regression import wls_line
+from lab.fit.loss.chinchilla import approach2, approach3
 from lab.paths import reference_dir
 
 REF = reference_dir()
@@ -145,8 +144,8 @@ def test_datablations_data_constrained_law():
     theirs at the published (R_N*, R_D*). Refitting finds a slightly lower objective (-0.13%) far
     along the flat valley PROVENANCE.md mentions (R_N* ~1.7, R_D* ~95): the data do not pin R_D*.
     """
-    from lab.fit.constrained import DataConstrained, base_from_logs, fit_data_constrained, loss
-    from lab.fit.laws import objective
+    from lab.fit.engine.laws import objective
+    from lab.fit.loss.constrained import DataConstrained, base_from_logs, fit_data_constrained, loss
 
     df = pd.read_csv(_need("datablations/datablations_fit_points_182.csv"))
     assert len(df) == 182

@@ -1,4 +1,4 @@
-"""Data-mixing laws (lab.fit.mixing, mixopt, mixnested, regmix): recovery, optimiser, errors, references."""
+"""Data-mixing laws (lab.fit.mixing: law, optimize, nested, regression): recovery, optimiser, errors, references."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab.fit.data import FitError
-from lab.fit.mixing import fit_mixing_law, load_mixing, target_weights
-from lab.fit.mixnested import nested_predict
-from lab.fit.mixopt import make_box, optimize, project
+from lab.fit.engine.errors import FitError
+from lab.fit.mixing.law import fit_mixing_law, load_mixing, target_weights
+from lab.fit.mixing.nested import nested_predict
+from lab.fit.mixing.optimize import make_box, optimize, project
 from lab.paths import reference_dir
 
 DOMS = ["a", "b", "c"]
@@ -225,7 +225,7 @@ def test_regmix_regression_spearman_1m():
     """RegMix: LightGBM on 512 1M-param runs ranks the 256 unseen mixtures' Pile-CC loss at rho ~ 0.99."""
     from scipy.stats import spearmanr
 
-    from lab.fit.regmix import fit_regression
+    from lab.fit.mixing.regression import fit_regression
 
     def table(kind):
         m = pd.read_csv(REGREF / f"{kind}_mixture_1m.csv").rename(columns=lambda c: c.replace("train_the_pile_", "r_"))

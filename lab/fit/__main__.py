@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from lab.fit.data import FitError, Points, load_points
-from lab.fit.result import FitResult
+from lab.fit.engine.errors import FitError
+from lab.fit.engine.points import Points, load_points
+from lab.fit.engine.result import FitResult
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--json", action="store_true")
     h.add_argument("--plot", metavar="DIR", help="write per-budget heatmaps and the fitted laws (PNG and SVG)")
-    from lab.fit.mixcli import add_parser
+    from lab.fit.mixing.cli import add_parser
     add_parser(sub)
     return ap
 
@@ -105,7 +106,7 @@ def run(args) -> dict[str, FitResult | str]:
     common = dict(bootstrap=args.bootstrap, target_flops=args.target_flops, level=args.level, seed=args.seed)
     out: dict[str, FitResult | str] = {}
     if args.law == "chinchilla":
-        from lab.fit import chinchilla as ch
+        from lab.fit.loss import chinchilla as ch
         todo = ["1", "2", "3"] if args.approach == "all" else [args.approach]
         for a in todo:
             try:
@@ -120,7 +121,7 @@ def run(args) -> dict[str, FitResult | str]:
                     raise
                 out[f"approach{a}"] = str(e)
     else:
-        from lab.fit.kaplan import fit_kaplan
+        from lab.fit.loss.kaplan import fit_kaplan
         todo = ["N", "D", "C", "ND"] if args.form == "all" else [args.form]
         for f in todo:
             try:
@@ -163,7 +164,7 @@ def to_json(args, results: dict[str, FitResult | str]) -> dict[str, Any]:
 
 
 def main_mixing(args) -> int:
-    from lab.fit.mixcli import public, report, run_mixing
+    from lab.fit.mixing.cli import public, report, run_mixing
     t0 = time.perf_counter()
     try:
         out = run_mixing(args)
@@ -171,7 +172,7 @@ def main_mixing(args) -> int:
         print(f"lab.fit: error: {e}", file=sys.stderr)
         return 2
     if args.plot:
-        from lab.fit.mixplots import save_mixing_plots
+        from lab.fit.mixing.plots import save_mixing_plots
         opts = {m: out[m]["optimum"] for m in out["_models"] if "optimum" in out[m]}
         held = None
         if out["_pdata"] is not None and np.isfinite(out["_pdata"].L).any():

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.fit.common import bootstrap_weights, quiet, require
-from lab.fit.data import FitError, read_table
-from lab.fit.result import FitResult, interval
+from lab.fit.engine.bootstrap import bootstrap_weights, interval
+from lab.fit.engine.errors import FitError, quiet, require
+from lab.fit.engine.points import read_table
+from lab.fit.engine.result import FitResult
 
 BATCH_ALIASES = ["batch_tokens", "bs", "batch", "batch_size"]
 LR_ALIASES = ["lr", "learning_rate", "peak_lr"]
@@ -110,7 +111,7 @@ def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = 
     require(len(np.unique(b)) >= 2, f"the grid has one batch size ({b[0]:g}); a batch law needs at least 2")
     require(len(np.unique(lr_)) >= 2, f"the grid has one learning rate ({lr_[0]:g}); an LR law needs at least 2")
     if form == "C":
-        from lab.fit.data import group_budgets
+        from lab.fit.engine.points import group_budgets
         budget = None
         if "budget" in df.columns:
             bb = pd.to_numeric(df["budget"], errors="coerce").to_numpy(float)[keep]
@@ -197,7 +198,7 @@ def fit_hparams(h: HparamData, form: str = "C", band: float = 0.0025, bootstrap:
     need = 2 if form == "C" else 3
     require(n_cells >= need, f"form {form} needs at least {need} cells (budgets or (N, D) pairs), got {n_cells}")
     few = [i for i, c in enumerate(h.cells) if c["runs"] < 4]
-    require(not few, f"cells with fewer than 4 runs cannot locate an optimum: "
+    require(not few, "cells with fewer than 4 runs cannot locate an optimum: "
                      + ", ".join(f"C={h.cells[i]['C']:.3g} ({h.cells[i]['runs']} runs)" for i in few[:6]))
     near = near_optimal(h.loss, h.cell, band)
     Xl, Xb = _design(h, form, "lr"), _design(h, form, "B")

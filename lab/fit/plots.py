@@ -20,8 +20,8 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lab.fit.common import quiet as _quiet  # noqa: E402
-from lab.fit.result import FitResult  # noqa: E402
+from lab.fit.engine.errors import quiet as _quiet  # noqa: E402
+from lab.fit.engine.result import FitResult  # noqa: E402
 
 PF_DAY = 8.64e19
 
@@ -101,7 +101,7 @@ def _law_curve(result: FitResult, C: np.ndarray, max_samples: int = 300) -> tupl
             return line, np.nanquantile(M, [0.025, 0.975], axis=0) if ok.any() else None
         return line, None
     if "theta" in result.extra and "flop_model" in result.extra:
-        from lab.fit.common import optimal_allocation
+        from lab.fit.engine.allocation import optimal_allocation
         law, fm = result.extra["law"], result.extra["flop_model"]
         th = result.extra["theta"][None, :]
 

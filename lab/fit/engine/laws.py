@@ -2,7 +2,7 @@
 
 Every law predicts ``log L`` for a batch of S parameter vectors at once (``forward`` returns an
 (S, n) prediction and its (S, n, P) Jacobian), so :func:`fit_law` can run a whole grid of
-initialisations, or a whole set of bootstrap resamples, as one :func:`~lab.fit.optim.minimize_batched`
+initialisations, or a whole set of bootstrap resamples, as one :func:`~lab.fit.engine.minimize.minimize_batched`
 call. Parameters live in the space the optimiser likes (logs of scales, log-sum-exp forms as in
 Besiroglu et al. 2024); ``public`` maps them to the published names (``E``, ``A``, ``alpha``...).
 
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lab.fit.optim import minimize_batched
+from lab.fit.engine.minimize import minimize_batched
 
 
 def _lse(*terms: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -226,7 +226,7 @@ class FitCore:
 
 def objective(law: Law, X: dict[str, np.ndarray], logL: np.ndarray, weights: np.ndarray | None,
               delta: float | None):
-    """The batched objective for :func:`~lab.fit.optim.minimize_batched`.
+    """The batched objective for :func:`~lab.fit.engine.minimize.minimize_batched`.
 
     ``weights`` is None, (n,) shared by all problems, or (S, n) one row per problem (bootstrap
     resamples as multiplicities); ``logL`` likewise (n,) or (S, n) targets.

@@ -5,7 +5,7 @@
 For a ladder of proxy shapes (~30k to ~25M non-embedding parameters, byte vocabulary, seq 256)
 it times the trainer's own :func:`lab.train.train_step` (forward, backward, clip, fused AdamW) on
 random tokens, interleaved step by step with a plain LLaMA-style prototype of the same shape
-(:mod:`lab.benchref`, the baseline measured in the same run: ``speedup_vs_prototype``) and, with
+(:mod:`lab.bench.prototype`, the baseline measured in the same run: ``speedup_vs_prototype``) and, with
 ``--impl ... lab+compile``, the trainer under ``torch.compile``. It reports
 
 * one process using all threads, and one 1-thread worker per core running at once (the local
@@ -114,8 +114,8 @@ def matmul_peak(dtype: str, device: str = "cpu", seconds: float = 1.0, go: Any =
 
 def _stepper(impl: str, case: Case) -> Any:
     """A zero-argument function doing one training step of ``impl`` on a fixed random batch."""
-    from lab.benchref import PrototypeLM, prototype_optimizer, prototype_step
-    from lab.model import Transformer, _keep_freed_memory
+    from lab.bench.prototype import PrototypeLM, prototype_optimizer, prototype_step
+    from lab.model import Transformer, keep_freed_memory
     from lab.train import make_optimizer, train_step
 
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def _stepper(impl: str, case: Case) -> Any:
     inp, tgt = x[:, :-1], x[:, 1:]
     dtype = torch.bfloat16 if case.dtype == "bfloat16" else None
     if impl == "prototype":
-        _keep_freed_memory()  # the allocator setting the lab's model applies, so both run alike
+        keep_freed_memory()  # the allocator setting the lab's model applies, so both run alike
         proto = PrototypeLM(case.shape).to(device)
         popt = prototype_optimizer(proto)
         return lambda: prototype_step(proto, popt, inp, tgt, dtype)
@@ -162,7 +162,7 @@ def step_speeds(
     The implementations' steps are *interleaved* (one step of each in turn, each step timed on its
     own) for ``seconds`` per implementation, so a slow spell of a shared machine hits all of them
     alike and their ratio is steadier than back-to-back timings. ``lab`` times the trainer's own
-    :func:`lab.train.train_step`; ``prototype`` the plain proxy of :mod:`lab.benchref`;
+    :func:`lab.train.train_step`; ``prototype`` the plain proxy of :mod:`lab.bench.prototype`;
     ``lab+compile`` the trainer with ``torch.compile`` (compile time excluded: it is paid in the
     warm-up steps). With ``window_peak`` a dense-matmul probe joins the rotation (key
     ``matmul``, FLOP/s only): the peak of the very window the steps ran in, so a shared machine's
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layout", nargs="+", default=["process", "workers"], choices=["process", "workers"])
     ap.add_argument(
         "--impl", nargs="+", default=["prototype", "lab"], choices=list(IMPLS),
-        help="what to time: the plain prototype baseline (lab.benchref), the trainer, the trainer under "
+        help="what to time: the plain prototype baseline (lab.bench.prototype), the trainer, the trainer under "
         "torch.compile (adds ~20-40 s of compilation per shape and process)",
     )
     ap.add_argument("--out", default=None, help="JSON output (default runs/bench/bench-<time>.json)")

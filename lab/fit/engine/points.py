@@ -20,10 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-class FitError(ValueError):
-    """Input a fit cannot use: says what is missing or wrong, before any fitting."""
-
+from lab.fit.engine.errors import FitError
 
 # Aliases tried, in order, when the user names no column.
 ALIASES = {

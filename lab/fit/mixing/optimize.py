@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lab.fit.data import FitError
-from lab.fit.mixing import MixModel, parse_shares
-from lab.fit.result import interval
+from lab.fit.engine.bootstrap import interval
+from lab.fit.engine.errors import FitError
+from lab.fit.mixing.law import MixModel, parse_shares
 
 
 @dataclass

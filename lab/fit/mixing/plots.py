@@ -8,9 +8,9 @@
 * :func:`plot_optimum` the optimal mixture with its interval, beside the uniform and natural mixtures.
 * :func:`save_mixing_plots` writes them all as PNG and SVG.
 
-Models are any :class:`~lab.fit.mixing.MixModel` (the law, :class:`~lab.fit.mixing.MixingLaw`, or
-the regression, :class:`~lab.fit.regmix.MixRegression`); optima are the dicts of
-:func:`lab.fit.mixopt.optimize`.
+Models are any :class:`~lab.fit.mixing.law.MixModel` (the law, :class:`~lab.fit.mixing.law.MixingLaw`, or
+the regression, :class:`~lab.fit.mixing.regression.MixRegression`); optima are the dicts of
+:func:`lab.fit.mixing.optimize.optimize`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lab.fit.common import quiet as _quiet  # noqa: E402
-from lab.fit.mixing import MixData, MixModel, target_weights  # noqa: E402
+from lab.fit.engine.errors import quiet as _quiet  # noqa: E402
+from lab.fit.mixing.law import MixData, MixModel, target_weights  # noqa: E402
 
 MARKERS = ("o", "s", "^", "v", "P", "X")
 
@@ -196,7 +196,7 @@ def plot_slices(model: MixModel, base, pairs: Sequence[tuple[Any, Any]] | None =
     optimum is loosely determined in that direction, a sharp one that it matters.
     ``base``: array over ``model.domains`` or {domain: share}; ``pairs``: domain names or indices,
     default :func:`default_pairs`. ``axes``: one Axes per pair (a single Axes for one pair).
-    ``box``: the optimiser's constraints (a :class:`~lab.fit.mixopt.Box` or ``opt["constraints"]``,
+    ``box``: the optimiser's constraints (a :class:`~lab.fit.mixing.optimize.Box` or ``opt["constraints"]``,
     {domain: [lo, hi]}); the parts of a slice outside them are greyed. Returns the list of axes.
     """
     doms = list(model.domains)

@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from lab.fit.common import quiet
-from lab.fit.data import FitError
-from lab.fit.mixing import MixData, _mae
-from lab.fit.optim import minimize_batched
+from lab.fit.engine.errors import FitError, quiet
+from lab.fit.engine.minimize import minimize_batched
+from lab.fit.mixing.law import MixData, mae
 
 DELTA = 1e-2
 
@@ -159,7 +158,7 @@ def nested_predict(data: MixData, target_params: float, target_tokens: float | N
         "form": "E_g + A_g N^-alpha + B_g D^-beta" if with_d else f"E_g + A_g N^-alpha along D/N = {np.median(q):.3g}",
         "mixtures": G, "runs": len(d), "sizes": sorted({float(x) for x in d.N}),
         "extrapolation": float(target_params / d.N.max()),
-        "size_law": fits, "size_law_fit_mae": _mae(fitted, d.L, d.val_domains),
+        "size_law": fits, "size_law_fit_mae": mae(fitted, d.L, d.val_domains),
         "note": "intervals of the optimum below come from the mixing-law bootstrap on these predictions; "
                 "they do not include the size-law extrapolation error",
     }

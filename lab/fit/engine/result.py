@@ -16,28 +16,7 @@ from typing import Any
 
 import numpy as np
 
-
-def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the finite samples."""
-    s = np.asarray(samples, float)
-    s = s[np.isfinite(s)]
-    if s.size == 0:
-        return (math.nan, math.nan)
-    q = (1 - level) / 2
-    lo, hi = np.quantile(s, [q, 1 - q])
-    return (float(lo), float(hi))
-
-
-def summarize(samples: dict[str, np.ndarray], level: float) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Intervals and standard errors (SD over resamples) of each named bootstrap sample."""
-    iv, se = {}, {}
-    for k, v in samples.items():
-        v = np.asarray(v, float)
-        iv[k] = list(interval(v, level))
-        fin = v[np.isfinite(v)]
-        with np.errstate(over="ignore", invalid="ignore"):
-            se[k] = float(np.std(fin, ddof=1)) if fin.size > 1 else math.nan
-    return iv, se
+from lab.fit.engine.bootstrap import summarize
 
 
 def residual_stats(logL: np.ndarray, logpred: np.ndarray) -> dict[str, Any]:
@@ -73,12 +52,12 @@ class FitResult:
     def to_json(self) -> dict[str, Any]:
         iv, se = summarize(self.samples, self.level)
         out: dict[str, Any] = {"law": self.law, "formula": self.formula}
-        out.update({k: _clean(v) for k, v in self.params.items()})
-        out["intervals"] = {k: _clean(v) for k, v in iv.items()}
-        out["se"] = {k: _clean(v) for k, v in se.items()}
+        out.update({k: to_jsonable(v) for k, v in self.params.items()})
+        out["intervals"] = {k: to_jsonable(v) for k, v in iv.items()}
+        out["se"] = {k: to_jsonable(v) for k, v in se.items()}
         out["level"] = self.level
-        out["predictions"] = _clean(self.predictions)
-        out["diagnostics"] = _clean(self.diagnostics)
+        out["predictions"] = to_jsonable(self.predictions)
+        out["diagnostics"] = to_jsonable(self.diagnostics)
         out["convention"] = dict(self.convention)
         out["notes"] = list(self.notes)
         return out
@@ -140,14 +119,14 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if 1e-3 <= abs(v) < 1e5 or v == 0 else f"{v:.4e}"
 
 
-def _clean(v: Any) -> Any:
+def to_jsonable(v: Any) -> Any:
     """JSON-safe: numpy -> python, NaN/inf -> None."""
     if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
+        return {str(k): to_jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
+        return [to_jsonable(x) for x in v]
     if isinstance(v, np.ndarray):
-        return [_clean(x) for x in v.tolist()]
+        return [to_jsonable(x) for x in v.tolist()]
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (float, np.floating)):

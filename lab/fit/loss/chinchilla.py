@@ -12,7 +12,7 @@
   in closed form under ``C = 6 N D``: ``N_opt = G (C/6)^a``, ``a = beta/(alpha+beta)``,
   ``G = (alpha A / (beta B))^(1/(alpha+beta))``; under the data's own C convention when that differs.
 
-Every approach returns a :class:`~lab.fit.result.FitResult` with bootstrap intervals (runs
+Every approach returns a :class:`~lab.fit.engine.result.FitResult` with bootstrap intervals (runs
 resampled with replacement; within budgets for approach 2) for its exponents and for N_opt, D_opt
 and the loss at the target compute, residuals, dropped points and a leave-largest-out check.
 """
@@ -25,16 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.fit.common import FlopModel, bootstrap_weights, optimal_allocation, quiet, require, wls_line, wls_poly2
-from lab.fit.data import FitError, Points, group_budgets
-from lab.fit.laws import Parametric, fit_law, refit_many
-from lab.fit.result import FitResult, interval, residual_stats
+from lab.fit.engine.allocation import FlopModel, default_target_flops, optimal_allocation
+from lab.fit.engine.bootstrap import bootstrap_weights, interval
+from lab.fit.engine.errors import FitError, quiet, require
+from lab.fit.engine.laws import Parametric, fit_law, refit_many
+from lab.fit.engine.points import Points, group_budgets
+from lab.fit.engine.regression import wls_line, wls_poly2
+from lab.fit.engine.result import FitResult, residual_stats
+from lab.fit.loss.envelope import envelope, envelope_grid, envelope_matrix, run_curves
+from lab.fit.loss.holdout import holdout_indices
 
 POWER_NOTE = "N_opt = G C^a, D_opt = H C^b (least squares in log-log)"
-
-
-def _default_target(C: np.ndarray, target: float | None) -> float:
-    return float(target) if target is not None else float(10 * np.max(C))
 
 
 def _optimum_lines(lnC, lnN, lnD, lnL, W: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
@@ -96,7 +97,7 @@ def approach3(pts: Points, bootstrap: int = 1000, target_flops: float | None = N
 
     rng = np.random.default_rng(seed)
     samples: dict[str, np.ndarray] = {}
-    C_t = _default_target(pts.C, target_flops)
+    C_t = default_target_flops(pts.C, target_flops)
     fm = FlopModel(pts.N, pts.C, pts.D)
     K = int(bootstrap)
     th_b = np.empty((0, 5))
@@ -142,20 +143,8 @@ def approach3(pts: Points, bootstrap: int = 1000, target_flops: float | None = N
                      extra={"theta": theta, "law": law, "flop_model": fm, "points": pts})
 
 
-def _holdout_indices(pts: Points) -> tuple[np.ndarray, str] | None:
-    """Rows of the largest-compute budget group (or the top 10% by C when there are no groups)."""
-    groups = group_budgets(pts.C, pts.budget)
-    if len(np.unique(groups)) >= 3:
-        top = groups == groups.max()
-        return top, f"largest budget (C ~ {np.median(pts.C[top]):.3g}) held out"
-    k = max(1, int(round(0.1 * len(pts))))
-    top = np.zeros(len(pts), bool)
-    top[np.argsort(pts.C)[-k:]] = True
-    return top, f"top {k} runs by C held out"
-
-
 def _holdout_parametric(pts: Points, law, theta, delta) -> dict[str, Any]:
-    top, what = _holdout_indices(pts)
+    top, what = holdout_indices(pts)
     rest = ~top
     if rest.sum() < 8:
         return {"skipped": f"only {int(rest.sum())} points would remain (approach 3 needs 8)"}
@@ -240,7 +229,7 @@ def approach2(pts: Points, bootstrap: int = 1000, target_flops: float | None = N
         detail += " ..." if len(dropped_budgets) > 6 else ""
         raise FitError(f"approach 2 needs at least 3 budgets with an interior minimum, got {int(ok.sum())} of {G}: "
                        f"{detail}")
-    C_t = _default_target(pts.C, target_flops)
+    C_t = default_target_flops(pts.C, target_flops)
     lt = math.log(C_t)
     lines = _optimum_lines(full["lnC"][0][ok], full["lnN"][0][ok], full["lnD"][0][ok], np.log(full["L"][0][ok]))
     params, (n_t, d_t, l_t) = _power_laws(lines, lt)
@@ -313,82 +302,6 @@ def _holdout_profiles(full: dict[str, np.ndarray], ok: np.ndarray, budgets: list
 # Approach 1
 # ----------------------------------------------------------------------------------------------
 
-def run_curves(pts: Points, curves: pd.DataFrame | None, loss_col: str = "loss_val",
-               C_col: str = "flops", D_col: str = "tokens") -> list[dict[str, np.ndarray]]:
-    """One curve per run: arrays C, D, L (and the run's N), from evaluation rows of ``curves``.
-
-    Runs without curve rows contribute their final point only.
-    """
-    out = []
-    by_run: dict[str, pd.DataFrame] = {}
-    if curves is not None and len(curves) and pts.run is not None and loss_col in curves.columns:
-        cv = curves[np.isfinite(pd.to_numeric(curves[loss_col], errors="coerce"))]
-        key = cv["sweep"].astype(str) + "/" + cv["run"].astype(str)
-        by_run = {k: g for k, g in cv.groupby(key)}
-    for i in range(len(pts)):
-        g = by_run.get(pts.run[i]) if pts.run is not None else None
-        C = np.array([pts.C[i]])
-        D = np.array([pts.D[i]])
-        L = np.array([pts.loss[i]])
-        if g is not None and len(g):
-            gc = g[(g[C_col] > 0) & (g[C_col] < pts.C[i] * (1 - 1e-9))]
-            C = np.concatenate([gc[C_col].to_numpy(float), C])
-            D = np.concatenate([gc[D_col].to_numpy(float), D])
-            L = np.concatenate([gc[loss_col].to_numpy(float), L])
-        order = np.argsort(C)
-        out.append({"N": pts.N[i], "C": C[order], "D": D[order], "L": L[order], "id": pts.ids[i]})
-    return out
-
-
-def envelope_grid(curves: list[dict[str, np.ndarray]], single: bool, per_decade: int = 20) -> np.ndarray:
-    """C values at which the envelope is read: each run's own C when runs are single points, else
-    ``per_decade`` log-spaced values per decade over the curves' range."""
-    if single:
-        return np.unique(np.concatenate([c["C"] for c in curves]))
-    cmin = min(c["C"][0] for c in curves)
-    cmax = max(c["C"][-1] for c in curves)
-    return np.logspace(math.log10(cmin), math.log10(cmax), max(10, int(per_decade * math.log10(cmax / cmin)) + 1))
-
-
-def _envelope_matrix(curves: list[dict[str, np.ndarray]], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(R, G) loss and tokens of each run at each grid C (log-linear interpolation), NaN off its range."""
-    R, Gn = len(curves), len(grid)
-    Lm = np.full((R, Gn), np.nan)
-    Dm = np.full((R, Gn), np.nan)
-    lg = np.log(grid)
-    for r, c in enumerate(curves):
-        lc = np.log(c["C"])
-        if lc.size == 1:
-            j = int(np.argmin(np.abs(lg - lc[0])))
-            half = 0.5 * (lg[min(j + 1, Gn - 1)] - lg[max(j - 1, 0)]) / max(1, min(j + 1, Gn - 1) - max(j - 1, 0))
-            if abs(lg[j] - lc[0]) <= half + 1e-12:
-                Lm[r, j], Dm[r, j] = c["L"][0], c["D"][0]
-            continue
-        inside = (lg >= lc[0]) & (lg <= lc[-1])
-        Lm[r, inside] = np.exp(np.interp(lg[inside], lc, np.log(c["L"])))
-        Dm[r, inside] = np.exp(np.interp(lg[inside], lc, np.log(c["D"])))
-    return Lm, Dm
-
-
-def _envelope(Lm: np.ndarray, Dm: np.ndarray, N: np.ndarray, w: np.ndarray, single: bool):
-    """Envelope over runs with weight > 0: per grid C the best run's N, D and loss (NaN where none)."""
-    M = np.where(w[:, None] > 0, Lm, np.nan)
-    if single:
-        # final points only: a run is on the frontier if no run with less or equal C has a lower loss
-        best = np.fmin.accumulate(np.where(np.isnan(M), np.inf, M).min(0))
-        col_min = np.where(np.isnan(M), np.inf, M).min(0)
-        on = np.isfinite(col_min) & (col_min <= best)
-    else:
-        col_min = np.where(np.isnan(M), np.inf, M).min(0)
-        on = np.isfinite(col_min)
-    arg = np.argmin(np.where(np.isnan(M), np.inf, M), axis=0)
-    cols = np.arange(M.shape[1])
-    n = np.where(on, N[arg], np.nan)
-    d = np.where(on, Dm[arg, cols], np.nan)
-    l = np.where(on, col_min, np.nan)
-    return n, d, l
-
-
 @quiet
 def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 1000,
               target_flops: float | None = None, level: float = 0.95, seed: int = 0, per_decade: int = 20,
@@ -402,15 +315,15 @@ def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 
     decades = math.log10(cmax / cmin)
     require(decades > 0.3, f"approach 1 needs runs spanning a range of C; these span {decades:.2f} decades")
     grid = envelope_grid(rc, single, per_decade)
-    Lm, Dm = _envelope_matrix(rc, grid)
+    Lm, Dm = envelope_matrix(rc, grid)
     N = np.array([c["N"] for c in rc], float)
-    n, d, l = _envelope(Lm, Dm, N, np.ones(len(rc)), single)
+    n, d, l = envelope(Lm, Dm, N, np.ones(len(rc)), single)
     on = np.isfinite(n)
     distinct = len(np.unique(n[on]))
     require(distinct >= 2, f"approach 1: the envelope holds only {distinct} distinct model size(s); "
                            "it needs runs of at least 2 (better 3+) sizes that each lead somewhere in C")
     lnC = np.log(grid)
-    C_t = _default_target(pts.C, target_flops)
+    C_t = default_target_flops(pts.C, target_flops)
     lt = math.log(C_t)
     lines = _optimum_lines(lnC[on], np.log(n[on]), np.log(d[on]), np.log(l[on]))
     params, (n_t, d_t, l_t) = _power_laws(lines, lt)
@@ -422,7 +335,7 @@ def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 
     if K > 0:
         rng = np.random.default_rng(seed)
         W = bootstrap_weights(len(rc), K, rng)
-        res = [_envelope(Lm, Dm, N, W[k], single) for k in range(K)]
+        res = [envelope(Lm, Dm, N, W[k], single) for k in range(K)]
         nK = np.array([r[0] for r in res])
         dK = np.array([r[1] for r in res])
         lK = np.array([r[2] for r in res])
@@ -451,13 +364,13 @@ def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 
         notes.append("envelope from evaluation curves: mid-run points of cosine/WSD runs sit above what a run "
                      "sized for that C reaches, which biases N_opt upward (Hoffmann et al. used 4 schedule lengths)")
     if holdout:
-        diag["holdout"] = _holdout_envelope(lnC, on, l, n)
+        diag["holdout"] = _holdoutenvelope(lnC, on, l, n)
     return FitResult("chinchilla approach 1", "envelope: N_opt = G C^a, D_opt = H C^b, L(C) = (C_c / C)^alpha_C",
                      params, samples, level, preds, diag, dict(pts.convention), notes,
                      extra={"grid": grid, "env_N": n, "env_D": d, "env_L": l, "curves": rc, "points": pts})
 
 
-def _holdout_envelope(lnC: np.ndarray, on: np.ndarray, l: np.ndarray, n: np.ndarray) -> dict[str, Any]:
+def _holdoutenvelope(lnC: np.ndarray, on: np.ndarray, l: np.ndarray, n: np.ndarray) -> dict[str, Any]:
     idx = np.flatnonzero(on)
     cut = lnC[idx[0]] + 0.8 * (lnC[idx[-1]] - lnC[idx[0]])
     fit, test = idx[lnC[idx] <= cut], idx[lnC[idx] > cut]

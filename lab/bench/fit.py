@@ -1,4 +1,4 @@
-"""``python -m lab.fit.bench``: how fast approach 3 fits, against a scipy loop measured in the same run.
+"""``python -m lab.bench.fit``: how fast approach 3 fits, against a scipy loop measured in the same run.
 
 The workload is the issue's: the full 4500-start initialisation grid plus 1000 bootstrap refits, on
 the 240 Chinchilla points of Besiroglu et al. when ``../shared/reference`` has them, else on 240
@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from lab.fit.chinchilla import approach3
-from lab.fit.data import load_points
-from lab.fit.laws import Parametric, objective
-
+from lab.fit.engine.laws import Parametric, objective
+from lab.fit.engine.points import load_points
+from lab.fit.loss.chinchilla import approach3
 from lab.paths import reference_dir
 
 _ref = reference_dir()
@@ -43,7 +42,7 @@ def workload() -> tuple[pd.DataFrame, dict, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lab.fit.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lab.bench.fit", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--baseline-starts", type=int, default=150, help="starts timed for the scipy baseline")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")

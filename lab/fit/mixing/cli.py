@@ -17,8 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from lab.fit.data import FitError, read_table
-from lab.fit.mixing import MixData, MixModel, fit_mixing_law, load_mixing, pick_prefixes, skill, target_weights
+from lab.fit.engine.errors import FitError
+from lab.fit.engine.points import read_table
+from lab.fit.mixing.law import (
+    MixData,
+    MixModel,
+    fit_mixing_law,
+    load_mixing,
+    one_size,
+    pick_prefixes,
+    skill,
+    target_weights,
+)
 
 
 def add_parser(sub) -> None:
@@ -59,7 +69,7 @@ def fit_method(method: str, data: MixData, args) -> MixModel:
         except ValueError:
             raise FitError(f"--ridge must be 'auto' or a number >= 0, got {args.ridge!r}") from None
         return fit_mixing_law(data, args.bootstrap, ridge=ridge, seed=args.seed, cv_folds=args.cv_folds)
-    from lab.fit.regmix import fit_regression
+    from lab.fit.mixing.regression import fit_regression
     return fit_regression(data, args.regressor, args.iterations, seed=args.seed, cv_folds=args.cv_folds,
                           levels=(args.level,))
 
@@ -94,42 +104,6 @@ def load_predict_table(path: str, data: MixData, prefixes: tuple[str | None, str
             pdata = pdata.subset(near)
     pdata.source = src
     return pdata, notes
-
-
-def one_size(data: MixData, size: float | None) -> tuple[MixData, str | None]:
-    """The runs of one model size: a mixing law holds at fixed N and D (use --target-params to go across sizes)."""
-    if data.N is None or not np.isfinite(data.N).any():
-        return data, None
-    N = data.N
-    levels = sorted({float(x) for x in N[np.isfinite(N)]})
-    groups: list[list[float]] = []
-    for x in levels:
-        if groups and x <= groups[-1][0] * 1.05:
-            groups[-1].append(x)
-        else:
-            groups.append([x])
-    if size is None and len(groups) == 1:
-        return data, None
-    if size is not None:
-        closest = min(groups, key=lambda g: abs(math.log(g[0] / size)))[0]
-        if abs(math.log(closest / size)) < math.log(1.5):
-            size = closest                      # designs round sizes to a shape: take the nearest
-        near = np.abs(np.log(N / size)) < math.log(1.05)
-        if not near.any():
-            raise FitError(f"--size {size:.4g}: no runs at that N; sizes in the table: "
-                           + ", ".join(f"{g[0]:.4g}" for g in groups))
-    else:
-        need = len(data.domains) + 2
-        ok = [g for g in groups if (np.abs(np.log(N / g[0])) < math.log(1.05)).sum() >= need]
-        if not ok:
-            return data, (f"no single model size has {need} runs; fitted all {len(data)} runs of "
-                          f"{len(groups)} sizes together, so size differences pass for mixture effects "
-                          f"(--target-params separates them)")
-        size = ok[-1][0]
-        near = np.abs(np.log(N / size)) < math.log(1.05)
-    note = (f"the table holds {len(groups)} model sizes; fitted the {int(near.sum())} runs at N = {size:.4g} "
-            f"(--size picks another; --target-params predicts across sizes)") if len(groups) > 1 else None
-    return data.subset(near), note
 
 
 def _predictions(model: MixModel, pdata: MixData, w: np.ndarray, level: float,
@@ -186,11 +160,11 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
         if note:
             out["notes"].append(note)
     if args.target_params:
-        from lab.fit.mixnested import nested_predict
+        from lab.fit.mixing.nested import nested_predict
         fit_data, rep = nested_predict(data, args.target_params, args.target_tokens)
         out["nested"] = rep
     if args.optimize:
-        from lab.fit.mixopt import make_box
+        from lab.fit.mixing.optimize import make_box
         box = make_box(data.domains, args.min_share, args.max_share, args.max_epochs, args.target_tokens,
                        args.unique_tokens or data.unique_tokens,
                        None if args.extrapolate else (fit_data.R.min(axis=0), fit_data.R.max(axis=0)))
@@ -224,7 +198,7 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
             res["predictions"] = _predictions(model, pdata, w, args.level,
                                               (fit_data.R.min(axis=0), fit_data.R.max(axis=0)))
         if box is not None:
-            from lab.fit.mixopt import optimize
+            from lab.fit.mixing.optimize import optimize
             res["optimum"] = optimize(model, w, box, natural, args.samples, level=args.level, seed=args.seed)
         out[meth] = res
     if len(methods) == 2:
@@ -250,7 +224,7 @@ def public(out: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def report(out: dict[str, Any]) -> str:
-    from lab.fit.mixopt import format_optimum
+    from lab.fit.mixing.optimize import format_optimum
     lines = [f"== data mixing: {out['n_runs']} runs, training domains {', '.join(out['domains'])}",
              f"   validation domains {', '.join(out['val_domains'])}"]
     if out["dropped"]:

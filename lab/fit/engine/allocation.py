@@ -1,7 +1,9 @@
-"""Shared fitting tools: weighted log-log lines, bootstrap weights, the FLOPs-per-token model.
+"""Compute-optimal allocation under the data's own FLOP convention.
 
-Bootstraps here resample *runs* (rows) with replacement and are represented as multiplicity
-weights, one (K, n) matrix for K resamples, so every refit is one batched call.
+:class:`FlopModel` learns FLOPs per token as a function of N from a table (``C / D = f(N)``);
+:func:`optimal_allocation` minimises any batched loss law over N at fixed C with it. The laws'
+closed forms assume ``C = 6 N D``; the lab counts the output head and attention too
+(:mod:`lab.counting`), which dominate tiny proxies, so the allocation is found numerically.
 """
 
 from __future__ import annotations
@@ -9,62 +11,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-from lab.fit.data import FitError
 
-
-def bootstrap_weights(n: int, K: int, rng: np.random.Generator, groups: np.ndarray | None = None) -> np.ndarray:
-    """(K, n) resample multiplicities; with ``groups``, rows are resampled within their group."""
-    if groups is None:
-        return rng.multinomial(n, np.full(n, 1.0 / n), size=K).astype(float)
-    W = np.zeros((K, n))
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        W[:, idx] = rng.multinomial(idx.size, np.full(idx.size, 1.0 / idx.size), size=K)
-    return W
-
-
-def wls_line(x: np.ndarray, y: np.ndarray, W: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted least-squares line y = c + s x for each weight row; returns (c, s), each (K,) or scalar.
-
-    ``y`` may be (n,) or (K, n); rows with too little spread give NaN.
-    """
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    single = W is None and y.ndim == 1
-    if W is None:
-        W = np.ones((1, x.size) if y.ndim == 1 else y.shape)
-    Y = y if y.ndim == 2 else np.broadcast_to(y, W.shape)
-    X = x if x.ndim == 2 else np.broadcast_to(x, W.shape)
-    sw = W.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (W * X).sum(1) / sw
-        my = (W * Y).sum(1) / sw
-        vx = (W * (X - mx[:, None]) ** 2).sum(1)
-        cxy = (W * (X - mx[:, None]) * (Y - my[:, None])).sum(1)
-        s = np.where(vx > 1e-12 * np.maximum(1.0, sw), cxy / vx, np.nan)
-    c = my - s * mx
-    return (c[0], s[0]) if single else (c, s)
-
-
-def wls_poly2(x: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Weighted quadratic fits y = p0 + p1 x + p2 x^2 for each weight row -> (K, 3); NaN if singular.
-
-    Solved in standardised u = (x - m) / s (ln N ~ 20 makes the raw normal equations
-    ill-conditioned), then mapped back to coefficients in x.
-    """
-    m, s = float(np.mean(x)), float(np.std(x)) or 1.0
-    u = (x - m) / s
-    V = np.stack([np.ones_like(u), u, u * u], axis=1)           # (n, 3)
-    A = np.einsum("kn,ni,nj->kij", W, V, V)
-    b = np.einsum("kn,n,ni->ki", W, y, V)
-    q = np.full((W.shape[0], 3), np.nan)
-    det = np.linalg.det(A)
-    scale = np.einsum("kii->k", A) ** 3
-    ok = np.abs(det) > 1e-12 * np.maximum(scale, 1e-300)
-    if ok.any():
-        q[ok] = np.linalg.solve(A[ok], b[ok][..., None])[..., 0]
-    q0, q1, q2 = q[:, 0], q[:, 1] / s, q[:, 2] / (s * s)
-    return np.stack([q0 - q1 * m + q2 * m * m, q1 - 2 * q2 * m, q2], axis=1)
+def default_target_flops(C: np.ndarray, target: float | None) -> float:
+    """The compute at which fits predict: ``target`` when given, else 10x the largest C in the data."""
+    return float(target) if target is not None else float(10 * np.max(C))
 
 
 class FlopModel:
@@ -138,24 +88,3 @@ def _diag_eval(loss_fn, lnN: np.ndarray, lnD: np.ndarray) -> np.ndarray:
         k = np.arange(sl.start, min(sl.stop, len(lnN)))
         out[sl] = full[k, k - sl.start]
     return out
-
-
-def quiet(fn):
-    """Run ``fn`` with numpy floating-point warnings off.
-
-    Multistart grids and bootstrap resamples visit wild parameters (exp overflow, 0 * inf) on
-    purpose; those rows come out non-finite and are discarded or counted, so the warnings are noise.
-    """
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with np.errstate(all="ignore"):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def require(cond: bool, message: str) -> None:
-    if not cond:
-        raise FitError(message)

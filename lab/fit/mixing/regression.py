@@ -2,9 +2,9 @@
 
 Where the mixing law assumes a form, this method learns ``r -> L_i`` from many small runs with a
 well-kept regressor: LightGBM when installed (the authors' choice), else scikit-learn's
-``HistGradientBoostingRegressor``. It shares the :class:`~lab.fit.mixing.MixModel` interface, so
+``HistGradientBoostingRegressor``. It shares the :class:`~lab.fit.mixing.law.MixModel` interface, so
 ``--predict`` and ``--optimize`` work the same. Trees are piecewise constant, so the optimum is
-found by scoring many candidate mixtures and averaging the best (see :mod:`lab.fit.mixopt`).
+found by scoring many candidate mixtures and averaging the best (see :mod:`lab.fit.mixing.optimize`).
 
 Intervals come from held-out residuals (split conformal over the cross-validation folds): the
 ``level`` quantile of |observed - predicted| per validation domain.
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from lab.fit.data import FitError
-from lab.fit.mixing import MixData, MixModel, _mae, cross_validate
+from lab.fit.engine.errors import FitError
+from lab.fit.mixing.law import MixData, MixModel, cross_validate, mae
 
 
 def _regressor(kind: str, n: int, seed: int, iterations: int, lr: float):
@@ -99,6 +99,6 @@ def fit_regression(data: MixData, regressor: str = "auto", iterations: int = 100
         for lv in levels:
             model.halfwidth[lv] = np.array([np.nanquantile(res[:, k], lv) if np.isfinite(res[:, k]).any() else np.nan
                                             for k in range(res.shape[1])])
-    model.diagnostics = {"n_runs": len(data), "fit_mae": _mae(model.predict(data.R), data.L, data.val_domains),
+    model.diagnostics = {"n_runs": len(data), "fit_mae": mae(model.predict(data.R), data.L, data.val_domains),
                          "held_out": cv}
     return model

@@ -10,7 +10,7 @@ parameters beyond the compute-optimal size for U are worth less than useful ones
 where ``C(U)`` is the compute whose Chinchilla-optimal D is U, and ``N_opt`` the closed-form
 allocation of the base law (C = 6 N D). As published, the base law (E, A, B, alpha, beta) is fitted
 first on unrepeated data and held fixed; only R_D* and R_N* are fitted here, with the same Huber
-objective on log loss (delta 1e-3, summed) as :mod:`lab.fit.laws`, in log R* so both stay positive.
+objective on log loss (delta 1e-3, summed) as :mod:`lab.fit.engine.laws`, in log R* so both stay positive.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from lab.fit.common import quiet
-from lab.fit.laws import Law, fit_law
+from lab.fit.engine.errors import quiet
+from lab.fit.engine.laws import Law, fit_law
 
 
 def _allocation(base: dict[str, float]) -> tuple[float, float, float]:

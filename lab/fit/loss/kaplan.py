@@ -4,11 +4,11 @@
   convergence; the lowest loss of a size is the run that got closest).
 * ``L(D) = (D_c / D)^alpha_D`` on each token count's lowest loss (the largest model that saw it).
 * ``L(C) = (C_c / C)^alpha_C`` on the compute frontier: the lower envelope of loss vs C over runs
-  (see :func:`lab.fit.chinchilla.approach1`).
+  (see :func:`lab.fit.loss.chinchilla.approach1`).
 * ``L(N, D) = [(N_c / N)^(alpha_N / alpha_D) + D_c / D]^alpha_D`` on every point.
 
 ``irreducible=True`` adds ``E +`` in front of each. All are fitted in log space with the same
-robust objective as Chinchilla approach 3 (:mod:`lab.fit.laws`) and bootstrap intervals from
+robust objective as Chinchilla approach 3 (:mod:`lab.fit.engine.laws`) and bootstrap intervals from
 resampled runs.
 """
 
@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.fit.chinchilla import (_default_target, _envelope, _envelope_matrix, _holdout_indices, envelope_grid,
-                                 run_curves)
-from lab.fit.common import FlopModel, bootstrap_weights, optimal_allocation, quiet, require
-from lab.fit.data import Points, group_budgets
-from lab.fit.laws import KaplanND, PowerLaw, fit_law, refit_many
-from lab.fit.result import FitResult, interval, residual_stats
+from lab.fit.engine.allocation import FlopModel, default_target_flops, optimal_allocation
+from lab.fit.engine.bootstrap import bootstrap_weights, interval
+from lab.fit.engine.errors import quiet, require
+from lab.fit.engine.laws import KaplanND, PowerLaw, fit_law, refit_many
+from lab.fit.engine.points import Points, group_budgets
+from lab.fit.engine.result import FitResult, residual_stats
+from lab.fit.loss.envelope import envelope, envelope_grid, envelope_matrix, run_curves
+from lab.fit.loss.holdout import holdout_indices
 
 FORMS = ("N", "D", "C", "ND")
 
@@ -70,7 +72,7 @@ def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None
     require(len(pts) > 0, "no points to fit (every row was dropped; see the dropped list)")
     rng = np.random.default_rng(seed)
     K = int(bootstrap)
-    C_t = _default_target(pts.C, target_flops)
+    C_t = default_target_flops(pts.C, target_flops)
     P = 2 + int(irreducible)
     notes = list(pts.notes)
     diag: dict[str, Any] = {"n_points": len(pts), "dropped": pts.dropped, "bootstrap": K, "huber_delta": delta}
@@ -96,10 +98,10 @@ def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None
         rc = run_curves(pts, curves)
         single = all(c["C"].size == 1 for c in rc)
         grid = envelope_grid(rc, single)
-        Lm, Dm = _envelope_matrix(rc, grid)
+        Lm, Dm = envelope_matrix(rc, grid)
         N = np.array([c["N"] for c in rc], float)
         W = np.vstack([np.ones(len(rc)), bootstrap_weights(len(rc), K, rng)]) if K else np.ones((1, len(rc)))
-        env = np.array([_envelope(Lm, Dm, N, W[k], single)[2] for k in range(W.shape[0])])
+        env = np.array([envelope(Lm, Dm, N, W[k], single)[2] for k in range(W.shape[0])])
         on = np.isfinite(env[0])
         require(on.sum() >= P + 1, f"L(C) needs at least {P + 1} frontier points, got {int(on.sum())}")
         law, core, thetas = _fit_single("C", grid[on], env[0][on], env[1:, on] if K else None, irreducible, delta)
@@ -174,7 +176,7 @@ def _holdout_single(law, x: np.ndarray, L: np.ndarray, delta: float, theta: np.n
 
 
 def _holdout_nd(pts: Points, law, theta, delta) -> dict[str, Any]:
-    top, what = _holdout_indices(pts)
+    top, what = holdout_indices(pts)
     rest = ~top
     if rest.sum() < len(law.params) + 2:
         return {"skipped": f"only {int(rest.sum())} points would remain"}

@@ -12,7 +12,7 @@ adjusted, so published tables and ours compare term by term after the same shift
 
 Fit (per validation domain, all domains at once being independent problems): ``log L_i`` is
 ``LSE(log c_i, log k_i + t_i . r)`` and is fitted with the lab's objective (Huber, delta 1e-3, on log
-residuals, summed; :mod:`lab.fit.laws`) from many starts. The starts come from profiling ``c``: for
+residuals, summed; :mod:`lab.fit.engine.laws`) from many starts. The starts come from profiling ``c``: for
 each c on a grid below min L, ``log(L - c)`` is linear in r and solved by least squares, which is how
 the authors pick c (by correlation) and gives L-BFGS a start in every basin. Intervals come from
 bootstrap refits (runs resampled), batched. An optional ridge on the centred t_ij (``ridge``) steadies
@@ -20,8 +20,8 @@ fits with few runs per parameter.
 
 The overall target is ``sum_i w_i L_i`` with user-given weights over validation domains.
 This module holds the data loading, the law and the shared :class:`MixModel` interface; the
-regression method (:mod:`lab.fit.regmix`), nested prediction (:mod:`lab.fit.mixnested`) and the
-simplex optimiser (:mod:`lab.fit.mixopt`) build on it.
+regression method (:mod:`lab.fit.mixing.regression`), nested prediction (:mod:`lab.fit.mixing.nested`) and the
+simplex optimiser (:mod:`lab.fit.mixing.optimize`) build on it.
 """
 
 from __future__ import annotations
@@ -30,17 +30,16 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from lab.fit.common import bootstrap_weights, quiet
-from lab.fit.data import ALIASES, LAB_OK_STATUS, FitError, read_table
-from lab.fit.laws import Law, fit_law, objective
-from lab.fit.optim import minimize_batched
-from lab.fit.result import interval
+from lab.fit.engine.bootstrap import bootstrap_weights, interval
+from lab.fit.engine.errors import FitError, quiet
+from lab.fit.engine.laws import Law, fit_law, objective
+from lab.fit.engine.minimize import minimize_batched
+from lab.fit.engine.points import ALIASES, LAB_OK_STATUS, read_table
 
 SUM_TOL = 0.01   # mixtures may be rounded (RegMix: 3 decimals); larger deviations are an error
 
@@ -481,7 +480,7 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
         model.draws["t"][bad] = np.nan
         n_bad = int(bad.sum())
     fitted = model.predict(data.R)
-    model.diagnostics = {"n_runs": len(data), "fit_mae": _mae(fitted, data.L, data.val_domains),
+    model.diagnostics = {"n_runs": len(data), "fit_mae": mae(fitted, data.L, data.val_domains),
                          "ridge": ridge_note,
                          "bootstrap": {"draws": bootstrap, "degenerate_dropped": n_bad},
                          "held_out": _law_cv(data, thetas, delta, ridges, cv_folds, seed)}
@@ -534,7 +533,7 @@ def _law_cv(data: MixData, thetas, delta, ridge, folds, seed) -> dict[str, Any]:
     for f in range(k):
         te = fold == f
         pred[te] = c[f][None, :] + np.exp(lk[f][None, :] + data.R[te] @ t[f].T)
-    return {"folds": k, "kind": kind, "mae": _mae(pred, data.L, data.val_domains), **_baseline(data, fold, k),
+    return {"folds": k, "kind": kind, "mae": mae(pred, data.L, data.val_domains), **_baseline(data, fold, k),
             "predicted": pred.tolist()}
 
 
@@ -549,7 +548,43 @@ def _baseline(data: MixData, fold: np.ndarray, k: int) -> dict[str, Any]:
         te = fold == f
         with np.errstate(all="ignore"):
             pred[te] = np.nanmean(data.L[~te], axis=0)[None, :]
-    return {"baseline_mae": _mae(pred, data.L, data.val_domains)}
+    return {"baseline_mae": mae(pred, data.L, data.val_domains)}
+
+
+def one_size(data: MixData, size: float | None) -> tuple[MixData, str | None]:
+    """The runs of one model size: a mixing law holds at fixed N and D (use --target-params to go across sizes)."""
+    if data.N is None or not np.isfinite(data.N).any():
+        return data, None
+    N = data.N
+    levels = sorted({float(x) for x in N[np.isfinite(N)]})
+    groups: list[list[float]] = []
+    for x in levels:
+        if groups and x <= groups[-1][0] * 1.05:
+            groups[-1].append(x)
+        else:
+            groups.append([x])
+    if size is None and len(groups) == 1:
+        return data, None
+    if size is not None:
+        closest = min(groups, key=lambda g: abs(math.log(g[0] / size)))[0]
+        if abs(math.log(closest / size)) < math.log(1.5):
+            size = closest                      # designs round sizes to a shape: take the nearest
+        near = np.abs(np.log(N / size)) < math.log(1.05)
+        if not near.any():
+            raise FitError(f"--size {size:.4g}: no runs at that N; sizes in the table: "
+                           + ", ".join(f"{g[0]:.4g}" for g in groups))
+    else:
+        need = len(data.domains) + 2
+        ok = [g for g in groups if (np.abs(np.log(N / g[0])) < math.log(1.05)).sum() >= need]
+        if not ok:
+            return data, (f"no single model size has {need} runs; fitted all {len(data)} runs of "
+                          f"{len(groups)} sizes together, so size differences pass for mixture effects "
+                          f"(--target-params separates them)")
+        size = ok[-1][0]
+        near = np.abs(np.log(N / size)) < math.log(1.05)
+    note = (f"the table holds {len(groups)} model sizes; fitted the {int(near.sum())} runs at N = {size:.4g} "
+            f"(--size picks another; --target-params predicts across sizes)") if len(groups) > 1 else None
+    return data.subset(near), note
 
 
 def skill(held_out: dict[str, Any]) -> float:
@@ -561,7 +596,7 @@ def skill(held_out: dict[str, Any]) -> float:
 
 
 @quiet
-def _mae(pred: np.ndarray, L: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+def mae(pred: np.ndarray, L: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Mean absolute error per validation domain and over all (NaN where nothing was predicted)."""
     err = np.abs(pred - L)
     out = {v: float(np.nanmean(err[:, k])) if np.isfinite(err[:, k]).any() else math.nan for k, v in enumerate(names)}
@@ -584,5 +619,5 @@ def cross_validate(fit, data: MixData, folds: int | None = None, seed: int = 0) 
             failed += 1
             continue
         pred[test] = m.predict(data.R[test])
-    return {"folds": k, "kind": kind, "mae": _mae(pred, data.L, data.val_domains), "failed_folds": failed,
+    return {"folds": k, "kind": kind, "mae": mae(pred, data.L, data.val_domains), "failed_folds": failed,
             **_baseline(data, fold, k), "predicted": pred.tolist()}
