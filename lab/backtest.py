@@ -2,8 +2,9 @@
 
 ``python -m lab.backtest RECIPE RUN_DIR [--json]`` compares ``prediction.loss_val`` (and each
 domain's) with the run's ``result.json``, writes ``backtest.json`` into the run folder and prints
-the error: absolute (nats/token), relative, and whether the interval covered the outcome. The
-trainer does this by itself when a run was started from a recipe.
+the error: absolute (nats/token), relative, and whether the interval covered the outcome.
+``python -m lab.train recipe=...`` (and the demo) does this by itself when a recipe run completes
+(:func:`after_recipe_run`); the training function itself never back-tests.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from lab.io import atomic_write_json, read_json
+from lab.recipe.format import Recipe
 
 
-def compare(recipe: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+def compare(recipe: Recipe | dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """Prediction vs outcome, overall and per domain."""
+    if isinstance(recipe, Recipe):
+        recipe = recipe.to_dict()
 
     def one(pred: float, iv: list[float] | None, got: float) -> dict[str, Any]:
         lo, hi = (iv or [math.nan, math.nan])[:2]
@@ -45,6 +49,7 @@ def compare(recipe: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(bt: dict[str, Any]) -> str:
+    """The back-test in a few lines: error, relative error and coverage, overall and per domain."""
     o = bt["overall"]
     cov = {True: "inside", False: "OUTSIDE", None: "no interval"}[o["covered"]]
     lines = [f"[backtest] predicted loss_val {o['predicted']:.4f} [{o['interval'][0]:.4f}, {o['interval'][1]:.4f}], "
@@ -57,7 +62,28 @@ def report(bt: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def backtest_run(recipe: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+def after_recipe_run(recipe: Recipe, result: dict[str, Any], run_dir: str | Path) -> dict[str, Any] | None:
+    """Back-test a completed recipe run: write ``backtest.json`` and add the outcome to ``result.json``.
+
+    Adds ``backtest`` (the overall comparison) or, when the comparison itself fails,
+    ``backtest_error``: a back-test problem never costs the run its record. Returns the back-test
+    or None.
+    """
+    if result.get("status") != "completed" or "backtest" in result or "backtest_error" in result:
+        return None
+    run_dir, bt = Path(run_dir), None
+    try:
+        bt = compare(recipe, result)
+        atomic_write_json(run_dir / "backtest.json", bt)
+        result["backtest"] = bt["overall"]
+    except Exception as e:  # noqa: BLE001
+        result["backtest_error"] = f"{type(e).__name__}: {e}"
+    atomic_write_json(run_dir / "result.json", result)
+    return bt
+
+
+def backtest_run(recipe: Recipe | dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Compare a recipe with the completed run in ``run_dir``; write ``backtest.json`` there."""
     run_dir = Path(run_dir)
     result = read_json(run_dir / "result.json")
     if result.get("status") != "completed":
@@ -73,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from lab.recipe import RecipeError, load_recipe
+    from lab.recipe.format import RecipeError, load_recipe
     try:
         bt = backtest_run(load_recipe(args.recipe), args.run_dir)
     except (RecipeError, ValueError, FileNotFoundError) as e:

@@ -14,6 +14,8 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
 
+from lab.counting import ASPECT, DESIGN_HEAD_DIM, FFN_MULT, FFN_MULTIPLE_OF, HEAD_DIM, micro_batch_sizes, positive_int
+
 SCHEDULES = ("cosine", "wsd", "constant")
 DECAY_SHAPES = ("linear", "sqrt", "cosine")
 TOKENIZERS = ("byte", "bpe")
@@ -28,16 +30,16 @@ class ModelConfig:
     """Decoder shape. ``depth`` is the size knob; explicit fields override the shape rule."""
 
     depth: Optional[int] = 4
-    aspect: int = 32  # d_model = aspect * depth, rounded up to a multiple of head_dim
-    head_dim: int = 32
+    aspect: int = ASPECT  # d_model = aspect * depth, rounded up to a multiple of head_dim
+    head_dim: int = HEAD_DIM
     num_layers: Optional[int] = None
     d_model: Optional[int] = None
     num_heads: Optional[int] = None
     num_kv_heads: Optional[int] = None
     kv_ratio: int = 1  # num_heads / num_kv_heads (grouped-query attention) when num_kv_heads unset
     d_ff: Optional[int] = None
-    ffn_mult: float = 8.0 / 3.0
-    ffn_multiple_of: int = 32
+    ffn_mult: float = FFN_MULT
+    ffn_multiple_of: int = FFN_MULTIPLE_OF
     tie_embeddings: bool = False
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
@@ -84,9 +86,9 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     seed: int = 0
-    eval_every: int = 0  # steps; 0 = about 10 evaluations per run
-    log_every: int = 0  # steps; 0 = about 50 log lines per run
-    ckpt_every: int = 0  # steps; 0 = about 10 checkpoints per run; -1 = never
+    eval_every: int = 0  # steps; 0 = up to 20 evaluations costing <= ~10% of training (lab.plan)
+    log_every: int = 0  # steps; 0 = about 100 log lines per run (lab.plan)
+    ckpt_every: int = 0  # steps; 0 = about 10 checkpoints per run (lab.plan); -1 = never
     keep_ckpt: bool = False  # keep the last checkpoint after a successful run
     diverge_factor: float = 2.0  # loss above factor x initial loss (or non-finite) = diverged
     device: str = "auto"
@@ -134,9 +136,9 @@ class RunConfig:
             v = getattr(t, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"train.{name}: must be a positive finite number, got {v!r}")
-        _pos_int("data.seq_len", d.seq_len)
-        _pos_int("train.batch_tokens", t.batch_tokens)
-        _pos_int("data.val_tokens", d.val_tokens)
+        positive_int("data.seq_len", d.seq_len)
+        positive_int("train.batch_tokens", t.batch_tokens)
+        positive_int("data.val_tokens", d.val_tokens)
         if t.batch_tokens % d.seq_len:
             raise ValueError(
                 f"train.batch_tokens: {t.batch_tokens} must be a multiple of data.seq_len={d.seq_len} "
@@ -144,11 +146,11 @@ class RunConfig:
             )
         seqs = t.batch_tokens // d.seq_len
         if t.micro_batch is not None:
-            _pos_int("train.micro_batch", t.micro_batch)
+            positive_int("train.micro_batch", t.micro_batch)
             if seqs % t.micro_batch:
                 raise ValueError(
                     f"train.micro_batch: {t.micro_batch} must divide the batch of {seqs} sequences "
-                    f"(train.batch_tokens / data.seq_len); allowed: {[k for k in range(1, seqs + 1) if seqs % k == 0]}"
+                    f"(train.batch_tokens / data.seq_len); allowed: {micro_batch_sizes(seqs)}"
                 )
         if d.tokenizer == "bpe" and not (256 < d.bpe_vocab_size <= 65535):
             raise ValueError(f"data.bpe_vocab_size: must be in (256, 65535], got {d.bpe_vocab_size}")
@@ -199,8 +201,8 @@ class DesignConfig:
     n_mixtures: int = 8
     alpha: float = 1.0  # Dirichlet concentration of sampled mixtures
     seed: int = 0
-    aspect: int = 32
-    head_dim: int = 16
+    aspect: int = ASPECT
+    head_dim: int = DESIGN_HEAD_DIM
 
     def validate(self) -> "DesignConfig":
         _choice("design.kind", self.kind, DESIGN_KINDS)
@@ -231,11 +233,6 @@ class SweepConfig(RunConfig):
 def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{field_name}: {value!r} is not one of {', '.join(allowed)}")
-
-
-def _pos_int(field_name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{field_name}: must be a positive integer, got {value!r}")
 
 
 def _build(cls: type, values: Any) -> Any:

@@ -42,6 +42,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+# The shape rule's defaults, defined here once (ModelConfig, the designs and the recipe use them).
+ASPECT = 32  # d_model per layer
+HEAD_DIM = 32  # the rule's attention head width
+DESIGN_HEAD_DIM = 16  # head width of the sweep designs' ladders: proxies as small as d_model = 16
+FFN_MULT = 8.0 / 3.0  # SwiGLU hidden width per d_model (keeps the MLP near a 4x GELU MLP's size)
+FFN_MULTIPLE_OF = 32  # d_ff is rounded up to a multiple of this
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -78,16 +85,16 @@ def resolve_shape(
     vocab_size: int,
     seq_len: int,
     depth: int | None = None,
-    aspect: int = 32,
-    head_dim: int = 32,
+    aspect: int = ASPECT,
+    head_dim: int = HEAD_DIM,
     num_layers: int | None = None,
     d_model: int | None = None,
     num_heads: int | None = None,
     num_kv_heads: int | None = None,
     kv_ratio: int = 1,
     d_ff: int | None = None,
-    ffn_mult: float = 8.0 / 3.0,
-    ffn_multiple_of: int = 32,
+    ffn_mult: float = FFN_MULT,
+    ffn_multiple_of: int = FFN_MULTIPLE_OF,
     tie_embeddings: bool = False,
 ) -> Shape:
     """Derive a :class:`Shape` from the size knob ``depth`` and any explicit overrides.
@@ -98,19 +105,19 @@ def resolve_shape(
     MLP's parameter count near a 4x GELU MLP with 8/3). Raises ``ValueError`` naming the field
     and the allowed values when the shape is not valid.
     """
-    _positive("model.vocab_size", vocab_size)
-    _positive("data.seq_len", seq_len)
+    positive_int("model.vocab_size", vocab_size)
+    positive_int("data.seq_len", seq_len)
     if num_layers is None:
         if depth is None:
             raise ValueError("model.depth: give a positive depth (the size knob) or model.num_layers")
-        _positive("model.depth", depth)
+        positive_int("model.depth", depth)
         num_layers = depth
-    _positive("model.num_layers", num_layers)
+    positive_int("model.num_layers", num_layers)
     if d_model is None:
-        _positive("model.aspect", aspect)
-        _positive("model.head_dim", head_dim)
+        positive_int("model.aspect", aspect)
+        positive_int("model.head_dim", head_dim)
         d_model = _round_up(aspect * (depth if depth is not None else num_layers), head_dim)
-    _positive("model.d_model", d_model)
+    positive_int("model.d_model", d_model)
     if num_heads is None:
         if d_model % head_dim:
             raise ValueError(
@@ -118,7 +125,7 @@ def resolve_shape(
                 f"allowed head_dim values are divisors of d_model, e.g. {_divisors(d_model)}"
             )
         num_heads = d_model // head_dim
-    _positive("model.num_heads", num_heads)
+    positive_int("model.num_heads", num_heads)
     if d_model % num_heads:
         raise ValueError(
             f"model.num_heads: {num_heads} does not divide model.d_model={d_model}; "
@@ -129,23 +136,23 @@ def resolve_shape(
             f"model.num_heads: head dim d_model/num_heads = {d_model // num_heads} must be even for RoPE"
         )
     if num_kv_heads is None:
-        _positive("model.kv_ratio", kv_ratio)
+        positive_int("model.kv_ratio", kv_ratio)
         if num_heads % kv_ratio:
             raise ValueError(
                 f"model.kv_ratio: {kv_ratio} does not divide num_heads={num_heads}; "
                 f"allowed values: {_divisors(num_heads)}"
             )
         num_kv_heads = num_heads // kv_ratio
-    _positive("model.num_kv_heads", num_kv_heads)
+    positive_int("model.num_kv_heads", num_kv_heads)
     if num_heads % num_kv_heads:
         raise ValueError(
             f"model.num_kv_heads: {num_kv_heads} must divide num_heads={num_heads}; "
             f"allowed values: {_divisors(num_heads)}"
         )
     if d_ff is None:
-        _positive("model.ffn_multiple_of", ffn_multiple_of)
+        positive_int("model.ffn_multiple_of", ffn_multiple_of)
         d_ff = _round_up(ffn_mult * d_model, ffn_multiple_of)
-    _positive("model.d_ff", d_ff)
+    positive_int("model.d_ff", d_ff)
     return Shape(
         num_layers=int(num_layers),
         d_model=int(d_model),
@@ -158,13 +165,40 @@ def resolve_shape(
     )
 
 
-def _positive(field: str, value: Any) -> None:
+def positive_int(field: str, value: Any) -> None:
+    """Raise ``ValueError`` naming ``field`` unless ``value`` is a positive ``int`` (bools refused)."""
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{field}: must be a positive integer, got {value!r}")
 
 
 def _divisors(n: int) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def micro_batch_sizes(batch_seqs: int, processes: int = 1) -> list[int]:
+    """Micro-batch sizes (sequences) that split a batch of ``batch_seqs`` sequences evenly into
+    micro-batches, and those micro-batches evenly over ``processes`` data-parallel processes."""
+    return [m for m in _divisors(batch_seqs) if (batch_seqs // m) % processes == 0]
+
+
+def shape_from_config(model: Any, vocab_size: int, seq_len: int) -> Shape:
+    """Apply the shape rule to a model config (a :class:`lab.config.ModelConfig` or any object with its fields)."""
+    return resolve_shape(
+        vocab_size=vocab_size,
+        seq_len=seq_len,
+        depth=model.depth,
+        aspect=model.aspect,
+        head_dim=model.head_dim,
+        num_layers=model.num_layers,
+        d_model=model.d_model,
+        num_heads=model.num_heads,
+        num_kv_heads=model.num_kv_heads,
+        kv_ratio=model.kv_ratio,
+        d_ff=model.d_ff,
+        ffn_mult=model.ffn_mult,
+        ffn_multiple_of=model.ffn_multiple_of,
+        tie_embeddings=model.tie_embeddings,
+    )
 
 
 def param_groups(shape: Shape) -> dict[str, int]:
@@ -204,10 +238,17 @@ def flops_per_token(shape: Shape) -> float:
 
     ``6 * (N + d_model * V + num_layers * seq_len * d_attn)``.
     """
-    n = non_embedding_params(shape)
-    head = shape.d_model * shape.vocab_size
-    attn = shape.num_layers * shape.seq_len * shape.d_attn
-    return 6.0 * float(n + head + attn)
+    return float(convention_flops_per_token(non_embedding_params(shape), shape.d_model, shape.num_layers,
+                                            shape.vocab_size, shape.seq_len, shape.d_attn))
+
+
+def convention_flops_per_token(params: float, d_model: float, num_layers: float, vocab_size: int, seq_len: int,
+                               d_attn: float | None = None) -> float:
+    """The convention's formula on sizes that need not be integers (a prior's continuous shape):
+    ``6 * (N + d_model * V + num_layers * seq_len * d_attn)``, with ``d_attn = d_model`` by default."""
+    head = d_model * vocab_size
+    attn = num_layers * seq_len * (d_model if d_attn is None else d_attn)
+    return 6.0 * (params + head + attn)
 
 
 def flops_per_token_6n(shape: Shape) -> float:
@@ -279,11 +320,11 @@ def shape_for_params(
     *,
     vocab_size: int,
     seq_len: int,
-    aspect: int = 32,
-    head_dim: int = 32,
+    aspect: int = ASPECT,
+    head_dim: int = HEAD_DIM,
     kv_ratio: int = 1,
-    ffn_mult: float = 8.0 / 3.0,
-    ffn_multiple_of: int = 32,
+    ffn_mult: float = FFN_MULT,
+    ffn_multiple_of: int = FFN_MULTIPLE_OF,
     tie_embeddings: bool = False,
     max_layers: int = 48,
 ) -> Shape:

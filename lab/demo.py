@@ -29,8 +29,9 @@ from lab.config import register_configs, to_run_config
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 FULL = {"budgets": "2e11,6e11,2e12", "n_sizes": 5, "tokens_per_param": 120, "target_factor": 10}
-# Below ~5e10 FLOPs the smallest proxy shape is already past the optimum, so the quick grid cannot
-# go lower; it saves time by predicting 3x the largest budget instead of 10x.
+# Below ~5e10 FLOPs even the prior optimum (D/N = 120) is smaller than the smallest ladder shape
+# (4,144 params), so the quick grid cannot go lower; at its low budgets the profiles lose their left
+# side (sweeps/isoflop.yaml). It saves time by predicting 3x the largest budget instead of 10x.
 QUICK = {"budgets": "5e10,1.5e11,5e11", "n_sizes": 4, "tokens_per_param": 120, "target_factor": 3}
 
 
@@ -59,9 +60,7 @@ def run_sweep(out: Path, grid: dict, extra: list[str]) -> Path:
 
 
 def fit_all(sweep_dir: Path, out: Path) -> dict:
-    from lab.fit.engine.errors import FitError
-    from lab.fit.engine.points import load_points
-    from lab.fit.loss.chinchilla import approach1, approach2, approach3
+    from lab.fit import FitError, approach1, approach2, approach3, load_points
     from lab.fit.plots import save_plots
     from lab.results import load_curves
 
@@ -118,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from lab.backtest import report
     from lab.data.build import ensure_corpus
-    from lab.recipe import build_recipe, summary, write_recipe
-    from lab.train import train
+    from lab.recipe import summary, write_recipe
+    from lab.recipe.build import build_recipe
+    from lab.train import launch
 
     grid = QUICK if args.quick else FULL
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo")).resolve()
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     _step(5, n, f"the full run, trained from the recipe -> {out / 'full'}")
     threads = args.threads or os.cpu_count() or 1
     cfg = compose([f"recipe={rpath}", f"run_dir={out / 'full'}", f"train.threads={threads}"])
-    result = train(cfg)
+    result = launch(cfg)  # trains, then back-tests the recipe's prediction (backtest.json)
 
     _step(6, n, "back-test")
     bt = json.loads((out / "full" / "backtest.json").read_text())

@@ -26,7 +26,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lab.counting import Shape, counts, flops_per_token, shape_for_params, steps_for_tokens
+from lab.counting import (
+    ASPECT,
+    DESIGN_HEAD_DIM,
+    Shape,
+    convention_flops_per_token,
+    counts,
+    flops_per_token,
+    shape_for_params,
+    steps_for_tokens,
+    tokens_for_flops,
+)
 
 SHAPE_KEYS = ("num_layers", "d_model", "num_heads", "num_kv_heads", "d_ff")
 
@@ -63,8 +73,8 @@ class ShapeRule:
 
     vocab_size: int = 256
     seq_len: int = 256
-    aspect: int = 32
-    head_dim: int = 16  # small heads give finer size steps at the tiny end of a design
+    aspect: int = ASPECT
+    head_dim: int = DESIGN_HEAD_DIM  # small heads give finer size steps at the tiny end of a design
     kv_ratio: int = 1
 
     def shape(self, params: float) -> Shape:
@@ -85,8 +95,7 @@ def prior_optimal_params(flops: float, rule: ShapeRule, tokens_per_param: float 
 
     def fpt(n: float) -> float:
         layers = (n / (12 * rule.aspect**2)) ** (1 / 3)
-        d = rule.aspect * layers
-        return 6 * (n + d * rule.vocab_size + layers * rule.seq_len * d)
+        return convention_flops_per_token(n, rule.aspect * layers, layers, rule.vocab_size, rule.seq_len)
 
     lo, hi = 1e1, 1e15
     for _ in range(40):
@@ -98,7 +107,7 @@ def prior_optimal_params(flops: float, rule: ShapeRule, tokens_per_param: float 
 def _spec(name: str, shape: Shape, flops: float | None, tokens: float | None, batch: int, lr: float,
           mixture: Any = "natural", tags: dict[str, Any] | None = None) -> RunSpec:
     fpt = flops_per_token(shape)
-    target = tokens if tokens is not None else flops / fpt
+    target = tokens if tokens is not None else tokens_for_flops(flops, shape)
     steps = steps_for_tokens(target, batch, f"design point {name} (N={counts(shape)['params']:,})")
     over: dict[str, Any] = {f"model.{k}": getattr(shape, k) for k in SHAPE_KEYS}
     over["train.batch_tokens"] = batch

@@ -25,56 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.config import ModelConfig
-from lab.counting import Shape, resolve_shape
+from lab.counting import Shape
 
 _SDPA_HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
-_MALLOC_TUNED = False
-
-
-def keep_freed_memory() -> None:
-    """Stop glibc from handing big freed blocks back to the OS between training steps.
-
-    By default every allocation >= 32 MiB (and smaller ones once the heap top is trimmed) is a
-    fresh ``mmap``, so each step page-faults its large activations in again; in a VM/sandbox a
-    fault is expensive (measured here: a 32 MiB elementwise op takes 39 ms on fresh pages, 8 ms on
-    reused ones, and small 2-thread runs went from erratic to stable). Raising the mmap and trim
-    thresholds makes freed blocks reusable. Process-wide, glibc only, applied once; the process
-    keeps its peak footprint instead of returning it to the OS.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, ctypes.c_int(1 << 30))  # M_MMAP_THRESHOLD: 1 GiB
-        libc.mallopt(-1, ctypes.c_int(2**31 - 1))  # M_TRIM_THRESHOLD: effectively never trim
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
-def shape_from_config(cfg: ModelConfig, vocab_size: int, seq_len: int) -> Shape:
-    """Apply the shape rule to a :class:`ModelConfig`."""
-    return resolve_shape(
-        vocab_size=vocab_size,
-        seq_len=seq_len,
-        depth=cfg.depth,
-        aspect=cfg.aspect,
-        head_dim=cfg.head_dim,
-        num_layers=cfg.num_layers,
-        d_model=cfg.d_model,
-        num_heads=cfg.num_heads,
-        num_kv_heads=cfg.num_kv_heads,
-        kv_ratio=cfg.kv_ratio,
-        d_ff=cfg.d_ff,
-        ffn_mult=cfg.ffn_mult,
-        ffn_multiple_of=cfg.ffn_multiple_of,
-        tie_embeddings=cfg.tie_embeddings,
-    )
-
-
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """RoPE tables of shape (seq_len, 1, 2, head_dim/2): ``[cos, cos]`` and ``[-sin, sin]``.
 
@@ -162,7 +115,6 @@ class Transformer(nn.Module):
     def __init__(self, shape: Shape, cfg: ModelConfig | None = None):
         super().__init__()
         cfg = cfg or ModelConfig()
-        keep_freed_memory()
         self.shape = shape
         self.tok_emb = nn.Embedding(shape.vocab_size, shape.d_model)
         self.blocks = nn.ModuleList(Block(shape, cfg.norm_eps) for _ in range(shape.num_layers))
@@ -194,13 +146,6 @@ class Transformer(nn.Module):
         if targets is None:
             return logits
         return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
-
-    @torch.no_grad()
-    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-token losses (nats), shape (B, T); used for per-domain validation."""
-        logits = self(idx)
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-        return loss.view(targets.shape)
 
     def param_groups(self) -> dict[str, int]:
         """Real parameter counts by the groups of :func:`lab.counting.param_groups`."""

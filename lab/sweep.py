@@ -109,13 +109,12 @@ def job_config(cfg: SweepConfig) -> tuple[SweepConfig, RunSpec]:
 
 def _plain_spec(cfg: SweepConfig) -> RunSpec:
     """A RunSpec for a job without a design (its config taken as is)."""
-    from lab.counting import counts, flops_per_token, steps_for_tokens
-    from lab.model import shape_from_config
+    from lab.counting import counts, flops_per_token, shape_from_config, steps_for_tokens, tokens_for_flops
 
     t = cfg.train
     shape = shape_from_config(cfg.model, _rule(cfg).vocab_size, cfg.data.seq_len)
     fpt = flops_per_token(shape)
-    target = t.tokens if t.tokens is not None else t.flops / fpt
+    target = t.tokens if t.tokens is not None else tokens_for_flops(t.flops, shape)
     tokens = steps_for_tokens(target, t.batch_tokens, "train.tokens" if t.tokens is not None else "train.flops") * t.batch_tokens
     return RunSpec(name="run", overrides={}, params=counts(shape)["params"], tokens=float(tokens),
                    flops=tokens * fpt, batch_tokens=t.batch_tokens, lr=t.lr, mixture=cfg.data.mixture)
@@ -192,9 +191,11 @@ def speed_probe(specs: list[RunSpec], cfg: SweepConfig, steps: int = 3) -> float
     from lab.config import TrainConfig
     from lab.counting import flops_per_token, resolve_shape
     from lab.model import Transformer
-    from lab.train import make_optimizer, train_step
+    from lab.hardware import keep_freed_memory
+    from lab.step import make_optimizer, train_step
 
     torch.set_num_threads(1)
+    keep_freed_memory()
     cpu, rates = torch.device("cpu"), []
     by_size = sorted(specs, key=lambda s: s.params)
     for s in {by_size[0].name: by_size[0], by_size[-1].name: by_size[-1]}.values():

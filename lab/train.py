@@ -20,9 +20,16 @@ accumulators. A run whose ``result.json`` says ``completed`` is not run again. A
 becomes non-finite or exceeds ``diverge_factor`` x its initial loss stops with status ``diverged``;
 an exception is recorded as ``failed`` (with the traceback) before it propagates.
 
-``recipe=PATH`` trains the run a recipe describes (:mod:`lab.recipe`): its shape, data, budget
-and optimisation replace the config's (hardware, logging and ``run_dir`` stay the command line's),
-and when the run completes its predicted loss is back-tested (``backtest.json``, :mod:`lab.backtest`).
+``recipe=PATH`` trains the run a recipe describes (:mod:`lab.recipe.format`): its shape, data,
+budget and optimisation replace the config's (hardware, logging and ``run_dir`` stay the command
+line's). :func:`train` only trains; :func:`launch` (what ``python -m lab.train`` and the demo call)
+trains and, when a recipe run completes, back-tests its predicted loss (``backtest.json``,
+:mod:`lab.backtest`).
+
+The loop reads like its table of contents: :func:`setup` (device, data, plan, model, parallel
+wrapping), :func:`resume`, :func:`run_steps` (the step loop; the step itself is
+:func:`lab.step.train_step`), :func:`finish` (the record, :mod:`lab.record`). Planning is
+:mod:`lab.plan`, hardware :mod:`lab.hardware`, checkpoints :mod:`lab.checkpoint`.
 
 Data parallel: under ``torchrun --nproc_per_node=K`` each process takes every K-th micro-batch
 of the global batch (gloo on CPU, NCCL on GPUs) and DDP averages the gradients, so K processes
@@ -36,262 +43,82 @@ checkpoint resumes without FSDP). The model is still built whole on each device 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import math
 import os
 import sys
 import time
-import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-import lab
-from lab.config import RunConfig, TrainConfig, to_run_config
-from lab.counting import Shape, counts, steps_for_tokens
+from lab.checkpoint import full_state, load_checkpoint, load_state, read_jsonl, save_checkpoint, truncate_jsonl
+from lab.config import RunConfig, to_run_config
+from lab.counting import micro_batch_sizes
 from lab.data import load_corpus
-from lab.data.mixture import MixtureSampler, resolve_mixture, validation_set
-from lab.data.shards import TokenCorpus, bits_per_byte
-from lab.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from lab.model import Transformer, shape_from_config
-from lab.trackers import Trackers
+from lab.data.mixture import MixtureSampler, validation_set
+from lab.data.shards import TokenCorpus
+from lab.hardware import Parallel, autocast_dtype, init_distributed, keep_freed_memory, pick_device, shard, world, wrap
+from lab.io import atomic_write_json, atomic_write_text, read_json
+from lab.model import Transformer
+from lab.plan import RunPlan, plan_run
+from lab.record import failure_record, result_record
 from lab.schedule import lr_multiplier, warmup_steps
+from lab.step import evaluate, make_optimizer, train_step, update_gns
+from lab.trackers import Trackers
 
-EVAL_BUDGET_FRACTION = 0.1  # automatic intermediate evals cost at most ~10% of training FLOPs
-MAX_AUTO_EVALS = 20
-AUTO_LOG_LINES = 100
-AUTO_CKPTS = 10
 PROGRESS_EVERY_S = 5.0  # a progress line at most this often (and at every evaluation)
+HOLD_ENV = "LAB_TEST_HOLD_AFTER_CKPT"  # test hook: see _hold_after_checkpoint
+HOLD_MAX_S = 300.0
+
+
+@dataclass
+class Session:
+    """Everything one run needs, built once by :func:`setup`."""
+
+    cfg: RunConfig
+    plan: RunPlan
+    run_dir: Path
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype | None
+    corpus: TokenCorpus
+    model: Transformer
+    optimizer: torch.optim.Optimizer
+    par: Parallel
+    sampler: MixtureSampler
+    val_sets: dict[str, torch.Tensor]
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "ckpt.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def cooldowns_path(self) -> Path:
+        return self.run_dir / "cooldowns.jsonl"
 
 
 # --------------------------------------------------------------------------------------------
-# Planning: everything derived from the config before any compute is spent
-# --------------------------------------------------------------------------------------------
-
-
-def plan_run(cfg: RunConfig, corpus: TokenCorpus) -> dict[str, Any]:
-    """Derive shape, counts, steps, batch split, mixture and eval cadence; validate against the data."""
-    t, d = cfg.train, cfg.data
-    shape = shape_from_config(cfg.model, corpus.vocab_size, d.seq_len)
-    c = counts(shape)
-    natural = corpus.train_tokens()
-    mixture = resolve_mixture(d.mixture, corpus.names, natural)
-    if isinstance(d.val_weights, str) and d.val_weights == "mixture":
-        val_weights = dict(mixture)
-    else:
-        val_weights = resolve_mixture(d.val_weights, corpus.names, natural, field="data.val_weights")
-    # Every domain is evaluated, trained on or not: mixing laws need the loss on all of them.
-    eval_domains = list(corpus.names)
-    batch_seqs = t.batch_tokens // d.seq_len
-    micro = t.micro_batch or batch_seqs
-    target_tokens = float(t.tokens) if t.tokens is not None else float(t.flops) / c["flops_per_token"]
-    steps = steps_for_tokens(target_tokens, t.batch_tokens, "train.tokens" if t.tokens is not None else "train.flops")
-    tokens = float(steps * t.batch_tokens)
-    val_tokens_total = sum(min(d.val_tokens, len(corpus.domains[n].val)) for n in eval_domains)
-    if t.eval_every > 0:
-        eval_every = t.eval_every
-    else:  # forward-only evals cost ~1/3 of a training token each
-        n_evals = int(EVAL_BUDGET_FRACTION * 3 * tokens / max(1, val_tokens_total))
-        n_evals = min(MAX_AUTO_EVALS, n_evals)
-        eval_every = steps // n_evals if n_evals > 0 else steps
-    log_every = t.log_every if t.log_every > 0 else max(1, steps // AUTO_LOG_LINES)
-    ckpt_every = t.ckpt_every if t.ckpt_every != 0 else max(1, steps // AUTO_CKPTS)
-    branches = {}
-    w = warmup_steps(t.warmup, steps)
-    for d_i in sorted(set(float(x) for x in t.cooldowns)):
-        s_i = int(round(d_i / t.batch_tokens))
-        k_i = max(1, int(round(t.decay * s_i)))
-        if not (w < s_i - k_i and s_i < steps):
-            raise ValueError(
-                f"train.cooldowns: {d_i:.4g} tokens is not inside the stable phase of this run "
-                f"(branches must end before D={tokens:.4g} and start after the {w}-step warmup)"
-            )
-        branches[s_i - k_i] = s_i
-    return {
-        "shape": shape,
-        "counts": c,
-        "branches": branches,  # branch start step -> branch end step (the D_i it measures)
-        "mixture": mixture,
-        "val_weights": val_weights,
-        "eval_domains": eval_domains,
-        "batch_seqs": batch_seqs,
-        "micro_batch": micro,
-        "grad_accum": batch_seqs // micro,
-        "target_tokens": target_tokens,
-        "steps": steps,
-        "tokens": tokens,
-        "flops": tokens * c["flops_per_token"],
-        "eval_every": max(1, eval_every),
-        "log_every": log_every,
-        "ckpt_every": ckpt_every,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Hardware
-# --------------------------------------------------------------------------------------------
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: 'cuda' requested but no CUDA device is available; allowed: auto, cpu")
-    return torch.device(name)
-
-
-def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPU by default; CPU stays fp32 unless asked."""
-    if name == "bfloat16" or (name == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def make_optimizer(model: Transformer, t: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
-    """AdamW; the fused kernel (CPU and CUDA in recent torch) when available."""
-    kw = dict(lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
-    if not fused:
-        return torch.optim.AdamW(model.optimizer_groups(t.weight_decay), foreach=True, **kw)
-    try:
-        return torch.optim.AdamW(model.optimizer_groups(t.weight_decay), fused=True, **kw)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(model.optimizer_groups(t.weight_decay), foreach=True, **kw)
-
-
-def train_step(
-    fwd: torch.nn.Module,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    accum: int,
-    device: torch.device,
-    dtype: torch.dtype | None,
-    grad_clip: float,
-    no_sync: Any = None,
-    gns: dict[str, float] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over ``accum`` micro-batches; returns (mean loss, pre-clip grad norm).
-
-    ``no_sync``: DDP's context manager; gradients are all-reduced on the last micro-batch only.
-    The benchmark times exactly this function, so its numbers are the trainer's numbers.
-    """
-    loss_sum = torch.zeros((), device=device)
-    prev: list[torch.Tensor] | None = None
-    small_sq = 0.0
-    for i, (x, y) in enumerate(micro_batches):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        sync = no_sync() if (no_sync is not None and i < accum - 1) else contextlib.nullcontext()
-        with sync:
-            with _autocast(device, dtype):
-                loss = fwd(x, y)
-            (loss / accum).backward()
-        loss_sum += loss.detach()
-        if gns is not None:  # this micro-batch's gradient = accumulated now - accumulated before
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            sq = sum(float(((g - q) ** 2).sum()) for g, q in zip(grads, prev)) if prev is not None \
-                else sum(float((g * g).sum()) for g in grads)
-            small_sq += sq * accum  # |g_i|^2 = accum^2 |diff|^2, averaged over the accum micro-batches
-            prev = [g.detach().clone() for g in grads]
-    if gns is not None:
-        gns["small"] = small_sq
-        gns["big"] = sum(float((p.grad * p.grad).sum()) for p in model.parameters() if p.grad is not None)
-    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-    if hasattr(gnorm, "full_tensor"):  # FSDP: a sharded (DTensor) norm
-        gnorm = gnorm.full_tensor()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_sum / accum, gnorm
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    val_sets: dict[str, torch.Tensor],
-    corpus: TokenCorpus,
-    weights: dict[str, float],
-    micro: int,
-    device: torch.device,
-    dtype: torch.dtype | None,
-) -> dict[str, float]:
-    """Per-domain and weighted validation loss (nats/token) and bits-per-byte."""
-    was_training = model.training
-    model.eval()
-    out: dict[str, float] = {}
-    for name, rows in val_sets.items():
-        total, count = 0.0, 0
-        for i in range(0, len(rows), micro):
-            chunk = rows[i : i + micro].to(device, non_blocking=True)
-            with _autocast(device, dtype):
-                logits = model(chunk[:, :-1])
-            loss = torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum"
-            )
-            total += float(loss)
-            count += chunk[:, 1:].numel()
-        out[f"loss_val_{name}"] = total / count
-        out[f"bpb_val_{name}"] = bits_per_byte(total / count, corpus.domains[name].val_bytes_per_token)
-    wsum = sum(w for n, w in weights.items() if n in val_sets)
-    out["loss_val"] = sum(w * out[f"loss_val_{n}"] for n, w in weights.items() if n in val_sets) / wsum
-    out["bpb_val"] = sum(w * out[f"bpb_val_{n}"] for n, w in weights.items() if n in val_sets) / wsum
-    model.train(was_training)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def _truncate_metrics(path: Path, last_step: int, key: str = "step") -> None:
-    """Keep JSONL rows whose ``key`` is <= ``last_step`` (later ones will be written again)."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)[key] <= last_step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-
-# --------------------------------------------------------------------------------------------
-# The run
+# Entry points
 # --------------------------------------------------------------------------------------------
 
 
 def train(cfg: RunConfig | Any) -> dict[str, Any]:
     """Run (or resume, or skip if done) one training run; return its result record."""
     cfg = to_run_config(cfg)
-    recipe = None
     if cfg.recipe:
-        from lab.recipe import apply_recipe, load_recipe
-        recipe = load_recipe(cfg.recipe)
-        cfg = apply_recipe(cfg, recipe)
+        from lab.recipe.format import apply_recipe, load_recipe
+
+        cfg = apply_recipe(cfg, load_recipe(cfg.recipe))
     cfg.validate()
     run_dir = Path(cfg.run_dir)
     result_path = run_dir / "result.json"
@@ -303,356 +130,316 @@ def train(cfg: RunConfig | Any) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     try:
-        return _train(cfg, run_dir, started, recipe)
+        s = setup(cfg, run_dir)
+        state = resume(s)
+        return finish(s, state, run_steps(s, state))
     except Exception as e:  # record the failure before it propagates: failed runs are never lost
-        if _world()[0] != 0:
+        if world()[0] != 0:
             raise
-        atomic_write_json(
-            result_path,
-            {
-                "status": "failed",
-                "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(),
-                "config": asdict(cfg),
-                "lab_version": lab.__version__,
-                "wall_s": time.time() - started,
-            },
-        )
+        atomic_write_json(result_path, failure_record(cfg, e, started))
         raise
 
 
-def _world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run plainly."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+def launch(cfg: RunConfig | Any) -> dict[str, Any]:
+    """Train one run and, when it was started from a recipe and completed, back-test the recipe's prediction.
+
+    What ``python -m lab.train`` and the demo call. The back-test writes ``backtest.json`` and adds
+    ``backtest`` (or ``backtest_error``) to the run's ``result.json``.
+    """
+    cfg = to_run_config(cfg)
+    result = train(cfg)
+    if cfg.recipe and world()[0] == 0:
+        from lab.backtest import after_recipe_run, report
+        from lab.recipe.format import load_recipe
+
+        bt = after_recipe_run(load_recipe(cfg.recipe), result, cfg.run_dir)
+        if bt is not None:
+            _say(cfg, report(bt))
+    return result
 
 
-def _init_distributed(device: torch.device) -> torch.device:
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            device = torch.device("cuda", _world()[2])
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
+# --------------------------------------------------------------------------------------------
+# Setup and resume
+# --------------------------------------------------------------------------------------------
 
 
-def _train(cfg: RunConfig, run_dir: Path, started: float, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+def setup(cfg: RunConfig, run_dir: Path) -> Session:
+    """Device, process group, data, plan, checks, the model and its parallel wrapping, optimizer, data order."""
     t = cfg.train
-    rank, world, _ = _world()
+    rank, procs, _ = world()
     if t.threads > 0:
         torch.set_num_threads(t.threads)
+    keep_freed_memory()
     device = pick_device(t.device)
-    if world > 1:
-        device = _init_distributed(device)
+    if procs > 1:
+        device = init_distributed(device)
     dtype = autocast_dtype(t.dtype, device)
     corpus = load_corpus(cfg.data, progress=t.progress and rank == 0)
     plan = plan_run(cfg, corpus)
-    shape: Shape = plan["shape"]
-    fpt = plan["counts"]["flops_per_token"]
-    steps, B, accum, micro = plan["steps"], t.batch_tokens, plan["grad_accum"], plan["micro_batch"]
-    if world > 1:
-        if accum % world:
-            seqs = plan["batch_seqs"]
-            ok = [m for m in range(1, seqs + 1) if seqs % m == 0 and (seqs // m) % world == 0]
-            raise ValueError(f"train.micro_batch: {world} processes must split the batch's {accum} micro-batches "
-                             f"evenly; allowed micro_batch values: {ok}")
-        if t.gns:
-            raise ValueError("train.gns: the gradient noise scale is measured in one process; drop it under torchrun")
-        if plan["branches"]:
-            raise ValueError("train.cooldowns: cooldown branches run in one process only; drop them under torchrun")
+    _check_layout(cfg, plan, procs)
     if rank == 0:
         _write_config(cfg, plan, run_dir)
-
     torch.manual_seed(t.seed)
-    model = Transformer(shape, cfg.model).to(device)
+    model = Transformer(plan.shape, cfg.model).to(device)
     real = model.param_groups()
-    if real != plan["counts"]["param_groups"]:  # formula and module must agree exactly
-        raise AssertionError(f"parameter formula {plan['counts']['param_groups']} != module {real}")
+    if real != plan.counts["param_groups"]:  # formula and module must agree exactly
+        raise AssertionError(f"parameter formula {plan.counts['param_groups']} != module {real}")
     use_compile = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
-    fsdp = world > 1 and t.parallel == "fsdp"
-    no_sync = None
-    if fsdp:  # shard every block and the rest (FSDP2); the optimizer must see the sharded parameters
-        from torch.distributed.fsdp import fully_shard
-
-        for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
-        no_sync = lambda: _fsdp_no_sync(model)  # noqa: E731
+    fsdp = shard(model, procs, t.parallel)  # before the optimizer: it must see the sharded parameters
     optimizer = make_optimizer(model, t, fused=not fsdp)
-    fwd = torch.compile(model) if use_compile else model
-    if world > 1 and not fsdp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    par = wrap(model, device, procs, fsdp, use_compile)
+    sampler = MixtureSampler(corpus, plan.mixture, cfg.data.seq_len, t.seed)
+    val_sets = {n: validation_set(corpus, n, cfg.data.seq_len, cfg.data.val_tokens) for n in plan.eval_domains}
+    return Session(cfg, plan, run_dir, rank, procs, device, dtype, corpus, model, optimizer, par, sampler, val_sets)
 
-        ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-        fwd, no_sync = (torch.compile(ddp) if use_compile else ddp), ddp.no_sync
-    sampler = MixtureSampler(corpus, plan["mixture"], cfg.data.seq_len, t.seed)
-    val_sets = {n: validation_set(corpus, n, cfg.data.seq_len, cfg.data.val_tokens) for n in plan["eval_domains"]}
-    local_accum = accum // world
 
-    ckpt_path, metrics_path = run_dir / "ckpt.pt", run_dir / "metrics.jsonl"
-    cooldowns_path = run_dir / "cooldowns.jsonl"
-    if t.gns and accum < 2:
+def _check_layout(cfg: RunConfig, plan: RunPlan, procs: int) -> None:
+    """What the process layout allows: an even split of micro-batches; GNS and branches in one process."""
+    t = cfg.train
+    if procs > 1:
+        if plan.grad_accum % procs:
+            raise ValueError(f"train.micro_batch: {procs} processes must split the batch's {plan.grad_accum} "
+                             f"micro-batches evenly; allowed micro_batch values: "
+                             f"{micro_batch_sizes(plan.batch_seqs, procs)}")
+        if t.gns:
+            raise ValueError("train.gns: the gradient noise scale is measured in one process; drop it under torchrun")
+        if plan.branches:
+            raise ValueError("train.cooldowns: cooldown branches run in one process only; drop them under torchrun")
+    if t.gns and plan.grad_accum < 2:
         raise ValueError(f"train.gns: needs at least 2 micro-batches per step to compare gradient norms; the batch "
-                         f"of {plan['batch_seqs']} sequences is one micro-batch: set train.micro_batch to a divisor "
-                         f"below {plan['batch_seqs']}")
-    gns: dict[str, float] | None = {} if t.gns else None
-    b_small, b_big = micro * cfg.data.seq_len, B
+                         f"of {plan.batch_seqs} sequences is one micro-batch: set train.micro_batch to a divisor "
+                         f"below {plan.batch_seqs}")
+
+
+def resume(s: Session) -> dict[str, Any]:
+    """The loop's state: from the checkpoint when there is one (metrics cut back to it), else fresh."""
     state = {"step": 0, "elapsed": 0.0, "initial_loss": None, "win_loss": 0.0, "win_n": 0, "resumes": 0,
              "gns_G2": None, "gns_S": None}
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(s.ckpt_path)
     if ckpt is not None:
-        _load_state(model, optimizer, ckpt, fsdp)
+        load_state(s.model, s.optimizer, ckpt, s.par.fsdp)
         state = ckpt["state"]
         state["resumes"] += 1
-        if rank == 0:
-            _truncate_metrics(metrics_path, state["step"])
-            _truncate_metrics(cooldowns_path, state["step"], key="branch_start")
-        _say(cfg, f"[train] resuming {run_dir} from step {state['step']}/{steps}")
-    elif metrics_path.exists() and rank == 0:
-        metrics_path.unlink()  # a run that died before its first checkpoint starts over
-        cooldowns_path.unlink(missing_ok=True)
+        if s.rank == 0:
+            truncate_jsonl(s.metrics_path, state["step"])
+            truncate_jsonl(s.cooldowns_path, state["step"], key="branch_start")
+        _say(s.cfg, f"[train] resuming {s.run_dir} from step {state['step']}/{s.plan.steps}")
+    elif s.metrics_path.exists() and s.rank == 0:
+        s.metrics_path.unlink()  # a run that died before its first checkpoint starts over
+        s.cooldowns_path.unlink(missing_ok=True)
+    _announce(s)
+    return state
 
-    c = plan["counts"]
+
+def _announce(s: Session) -> None:
+    p, c, sh = s.plan, s.plan.counts, s.plan.shape
     _say(
-        cfg,
-        f"[train] N={c['params']:,} (total {c['params_total']:,}) layers={shape.num_layers} d={shape.d_model} "
-        f"heads={shape.num_heads}/{shape.num_kv_heads} ff={shape.d_ff} | D={plan['tokens']:.4g} C={plan['flops']:.4g} "
-        f"| {steps} steps x B={B} ({plan['batch_seqs']} seqs, accum {accum}"
-        f"{f' over {world} processes' if world > 1 else ''}) | {device.type}"
-        f"{'/bf16' if dtype else '/fp32'} | corpus {corpus.meta.get('corpus')} ({corpus.tokenizer})",
+        s.cfg,
+        f"[train] N={c['params']:,} (total {c['params_total']:,}) layers={sh.num_layers} d={sh.d_model} "
+        f"heads={sh.num_heads}/{sh.num_kv_heads} ff={sh.d_ff} | D={p.tokens:.4g} C={p.flops:.4g} "
+        f"| {p.steps} steps x B={s.cfg.train.batch_tokens} ({p.batch_seqs} seqs, accum {p.grad_accum}"
+        f"{f' over {s.world} processes' if s.world > 1 else ''}) | {s.device.type}"
+        f"{'/bf16' if s.dtype else '/fp32'} | corpus {s.corpus.meta.get('corpus')} ({s.corpus.tokenizer})",
     )
 
-    model.train()
-    status, error = "completed", None
-    last_eval: dict[str, float] = {}
-    last_loss, last_lr, last_gnorm = float("nan"), 0.0, 0.0
-    seg_start, seg_tokens = time.time(), 0
-    last_print = seg_start
-    trackers = Trackers(cfg, run_dir, asdict(cfg)) if rank == 0 else _NoTrackers()
-    metrics = open(metrics_path if rank == 0 else os.devnull, "a", encoding="utf-8")
-    try:
-        for step in range(state["step"], steps):
-            lr = t.lr * lr_multiplier(step, steps, t.schedule, t.warmup, t.min_lr_ratio, t.decay, t.decay_shape)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            micro_batches = (sampler.batch(step, micro, m)[:2] for m in range(rank, accum, world))
-            loss, gnorm = train_step(fwd, model, optimizer, micro_batches, local_accum, device, dtype, t.grad_clip,
-                                     no_sync, gns)
-            if gns is not None:  # unbiased |G|^2 and tr(Sigma) estimates, smoothed (McCandlish et al. 2018, app. A)
-                G2 = (b_big * gns["big"] - b_small * gns["small"]) / (b_big - b_small)
-                S = (gns["small"] - gns["big"]) / (1 / b_small - 1 / b_big)
-                a = 0.95
-                state["gns_G2"] = G2 if state.get("gns_G2") is None else a * state["gns_G2"] + (1 - a) * G2
-                state["gns_S"] = S if state.get("gns_S") is None else a * state["gns_S"] + (1 - a) * S
-            seg_tokens += B
-            if world > 1:  # every rank logs and judges divergence on the global mean loss
-                dist.all_reduce(loss)
-                loss = loss / world
 
+# --------------------------------------------------------------------------------------------
+# The step loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """How the loop ended: status, error, steps done, the last step's numbers and evaluation, wall seconds."""
+
+    status: str
+    error: str | None
+    steps: int
+    last: dict[str, Any]
+    wall_s: float
+
+
+def run_steps(s: Session, state: dict[str, Any]) -> Outcome:
+    """Train from ``state["step"]`` to the plan's last step: log, evaluate, branch, checkpoint, stop on divergence."""
+    t, plan = s.cfg.train, s.plan
+    gns: dict[str, float] | None = {} if t.gns else None
+    b_small = plan.micro_batch * s.cfg.data.seq_len
+    status, error, done = "completed", None, state["step"]
+    last: dict[str, Any] = {"loss": float("nan"), "lr": 0.0, "grad_norm": 0.0, "eval": {}}
+    clock = {"seg_start": time.time(), "seg_tokens": 0, "last_print": time.time()}
+    trackers = Trackers(s.cfg, s.run_dir, asdict(s.cfg)) if s.rank == 0 else _NoTrackers()
+    metrics = open(s.metrics_path if s.rank == 0 else os.devnull, "a", encoding="utf-8")
+    try:
+        for step in range(state["step"], plan.steps):
+            lr = t.lr * lr_multiplier(step, plan.steps, t.schedule, t.warmup, t.min_lr_ratio, t.decay, t.decay_shape)
+            for g in s.optimizer.param_groups:
+                g["lr"] = lr
+            micro_batches = (s.sampler.batch(step, plan.micro_batch, m)[:2]
+                             for m in range(s.rank, plan.grad_accum, s.world))
+            loss, gnorm = train_step(s.par.fwd, s.model, s.optimizer, micro_batches, plan.grad_accum // s.world,
+                                     s.device, s.dtype, t.grad_clip, s.par.no_sync, gns)
+            if gns is not None:
+                update_gns(state, gns, b_small, t.batch_tokens)
+            clock["seg_tokens"] += t.batch_tokens
+            if s.world > 1:  # every rank logs and judges divergence on the global mean loss
+                dist.all_reduce(loss)
+                loss = loss / s.world
             step_loss = float(loss)  # one sync per step; negligible for proxies
             if state["initial_loss"] is None:
                 state["initial_loss"] = step_loss
             state["win_loss"] += step_loss
             state["win_n"] += 1
-            last_loss, last_lr, last_gnorm = step_loss, lr, float(gnorm)
+            last.update(loss=step_loss, lr=lr, grad_norm=float(gnorm))
             diverged = not math.isfinite(step_loss) or step_loss > t.diverge_factor * state["initial_loss"]
             done = step + 1
-
-            if done % plan["log_every"] == 0 or done == steps or diverged:
-                now = time.time()
-                elapsed = state["elapsed"] + (now - seg_start)
-                row = {
-                    "step": done,
-                    "tokens": float(done * B),
-                    "flops": float(done * B) * fpt,
-                    "loss": state["win_loss"] / state["win_n"],
-                    **({"gns_B_noise": state["gns_S"] / state["gns_G2"] if state["gns_G2"] else float("nan")}
-                       if gns is not None else {}),
-                    "lr": lr,
-                    "grad_norm": float(gnorm),
-                    "tokens_per_s": seg_tokens / max(1e-9, now - seg_start),
-                    "elapsed_s": elapsed,
-                }
-                state["win_loss"], state["win_n"] = 0.0, 0
-                if (done % plan["eval_every"] == 0 or done == steps) and not diverged and (rank == 0 or fsdp):
-                    last_eval = evaluate(model, val_sets, corpus, plan["val_weights"], micro, device, dtype)
-                    row.update(last_eval)
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
-                trackers.log(row)
-                if t.progress and rank == 0 and ("loss_val" in row or done == steps or now - last_print >= PROGRESS_EVERY_S):
-                    _progress(cfg, row, steps, elapsed, fpt)
-                    last_print = now
+            if done % plan.log_every == 0 or done == plan.steps or diverged:
+                _log_row(s, state, clock, last, done, diverged, metrics, trackers)
             if diverged:
                 status = "diverged"
-                error = f"loss {step_loss:.4g} at step {done} (initial {state['initial_loss']:.4g}, factor {t.diverge_factor})"
+                error = (f"loss {step_loss:.4g} at step {done} (initial {state['initial_loss']:.4g}, "
+                         f"factor {t.diverge_factor})")
                 break
-            if done in plan["branches"]:
-                row = _cooldown_branch(cfg, plan, model, fwd, optimizer, sampler, val_sets, corpus, done, device, dtype)
-                with open(cooldowns_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
-                _say(cfg, f"  cooldown branch to D={row['tokens']:.4g}: loss_val {row['loss_val']:.4f}")
-            if plan["ckpt_every"] > 0 and done % plan["ckpt_every"] == 0 and done < steps:
+            if done in plan.branches:
+                _branch(s, done)
+            if plan.ckpt_every > 0 and done % plan.ckpt_every == 0 and done < plan.steps:
                 metrics.flush()
-                state["step"] = done
-                state["elapsed"] += time.time() - seg_start
-                seg_start, seg_tokens = time.time(), 0
-                model_sd, optim_sd = _full_state(model, optimizer, fsdp)  # collective under FSDP
-                if rank == 0:
-                    save_checkpoint(ckpt_path, {"model": model_sd, "optimizer": optim_sd, "state": state})
+                _checkpoint(s, state, clock, done)
     finally:
         metrics.close()
         trackers.close()
+    steps_done = plan.steps if status == "completed" else done
+    return Outcome(status, error, steps_done, last, state["elapsed"] + (time.time() - clock["seg_start"]))
 
-    wall = state["elapsed"] + (time.time() - seg_start)
-    done_steps = steps if status == "completed" else done
-    result = {
-        "status": status,
-        "error": error,
-        "lab_version": lab.__version__,
-        "run_dir": str(run_dir),
-        "params": c["params"],
-        "params_total": c["params_total"],
-        "param_groups": c["param_groups"],
-        "flops_per_token": fpt,
-        "flops_per_token_6n": c["flops_per_token_6n"],
-        "flops_per_token_chinchilla": c["flops_per_token_chinchilla"],
-        "shape": shape.to_dict(),
-        "steps": done_steps,
-        "tokens": float(done_steps * B),
-        "tokens_target": plan["target_tokens"],
-        "flops": float(done_steps * B) * fpt,
-        "flops_6nd": 6.0 * c["params"] * done_steps * B,
-        "batch_tokens": B,
-        "batch_seqs": plan["batch_seqs"],
-        "micro_batch": micro,
-        "grad_accum": accum,
-        "seq_len": cfg.data.seq_len,
-        "lr": t.lr,
-        "lr_final": last_lr,
-        "schedule": t.schedule,
-        "warmup": t.warmup,
-        "weight_decay": t.weight_decay,
-        "seed": t.seed,
-        "mixture": plan["mixture"],
-        "val_weights": plan["val_weights"],
-        "corpus": corpus.meta.get("corpus"),
-        "tokenizer": corpus.tokenizer,
-        "vocab_size": corpus.vocab_size,
-        "loss_train": last_loss,
-        "grad_norm": last_gnorm,
-        "loss_val": last_eval.get("loss_val", float("nan")),
-        "bpb_val": last_eval.get("bpb_val", float("nan")),
-        "loss_val_domains": {n: last_eval[f"loss_val_{n}"] for n in val_sets if f"loss_val_{n}" in last_eval},
-        "bpb_val_domains": {n: last_eval[f"bpb_val_{n}"] for n in val_sets if f"bpb_val_{n}" in last_eval},
-        "wall_s": wall,
-        "tokens_per_s": done_steps * B / max(1e-9, wall),
-        "flops_per_s": done_steps * B * fpt / max(1e-9, wall),
-        "device": device.type,
-        "dtype": "bfloat16" if dtype else "float32",
-        "threads": torch.get_num_threads(),
-        "resumes": state["resumes"],
-        "gns_B_noise": (state["gns_S"] / state["gns_G2"] if gns is not None and state["gns_G2"] else None),
-        "cooldowns": _read_jsonl(cooldowns_path),
-        "world_size": world,
-        "parallel": (t.parallel if world > 1 else "none"),
-        "recipe": cfg.recipe,
-        "tags": cfg.tags,
+
+def _log_row(s: Session, state: dict, clock: dict, last: dict, done: int, diverged: bool, metrics, trackers) -> None:
+    """One metrics row: the window's mean loss, LR, grad norm, throughput; an evaluation when one is due."""
+    t, plan, B = s.cfg.train, s.plan, s.cfg.train.batch_tokens
+    now = time.time()
+    elapsed = state["elapsed"] + (now - clock["seg_start"])
+    row = {
+        "step": done,
+        "tokens": float(done * B),
+        "flops": float(done * B) * plan.flops_per_token,
+        "loss": state["win_loss"] / state["win_n"],
+        **({"gns_B_noise": state["gns_S"] / state["gns_G2"] if state["gns_G2"] else float("nan")}
+           if t.gns else {}),
+        "lr": last["lr"],
+        "grad_norm": last["grad_norm"],
+        "tokens_per_s": clock["seg_tokens"] / max(1e-9, now - clock["seg_start"]),
+        "elapsed_s": elapsed,
     }
-    if world > 1:
-        dist.destroy_process_group()
-        if rank != 0:
-            return result
-    bt = None
-    if recipe is not None and status == "completed":
-        from lab.backtest import compare, report
-
-        try:  # a back-test problem must never cost the run its record
-            bt = compare(recipe, result)
-            atomic_write_json(run_dir / "backtest.json", bt)
-            result["backtest"] = bt["overall"]
-        except Exception as e:  # noqa: BLE001
-            result["backtest_error"] = f"{type(e).__name__}: {e}"
-    atomic_write_json(run_dir / "result.json", result)
-    if status == "completed" and ckpt_path.exists() and not t.keep_ckpt:
-        ckpt_path.unlink()
-    if bt is not None:
-        _say(cfg, report(bt))
-    _say(
-        cfg,
-        f"[train] {status}: loss_val={result['loss_val']:.4f} nats/token, bpb_val={result['bpb_val']:.4f} "
-        f"| {result['tokens_per_s']:,.0f} tok/s, {result['flops_per_s'] / 1e9:.1f} GFLOP/s | {wall:.1f}s -> {run_dir}",
-    )
-    return result
+    state["win_loss"], state["win_n"] = 0.0, 0
+    if (done % plan.eval_every == 0 or done == plan.steps) and not diverged and (s.rank == 0 or s.par.fsdp):
+        last["eval"] = evaluate(s.model, s.val_sets, s.corpus, plan.val_weights, plan.micro_batch, s.device, s.dtype)
+        row.update(last["eval"])
+    metrics.write(json.dumps(row) + "\n")
+    metrics.flush()
+    trackers.log(row)
+    if t.progress and s.rank == 0 and ("loss_val" in row or done == plan.steps
+                                       or now - clock["last_print"] >= PROGRESS_EVERY_S):
+        _progress(s.cfg, row, plan.steps, elapsed, plan.flops_per_token)
+        clock["last_print"] = now
 
 
-def _cooldown_branch(cfg, plan, model, fwd, optimizer, sampler, val_sets, corpus, start: int, device, dtype) -> dict:
+def _checkpoint(s: Session, state: dict, clock: dict, done: int) -> None:
+    """Save model, optimizer and the loop's state at step ``done`` (rank 0 writes; a collective under FSDP)."""
+    state["step"] = done
+    state["elapsed"] += time.time() - clock["seg_start"]
+    clock["seg_start"], clock["seg_tokens"] = time.time(), 0
+    model_sd, optim_sd = full_state(s.model, s.optimizer, s.par.fsdp)
+    if s.rank == 0:
+        save_checkpoint(s.ckpt_path, {"model": model_sd, "optimizer": optim_sd, "state": state})
+        if _hold_after_checkpoint(state):
+            clock["seg_start"] = time.time()
+
+
+def _hold_after_checkpoint(state: dict) -> bool:
+    """Test hook: while the file named by ``$LAB_TEST_HOLD_AFTER_CKPT`` exists, a run that has not
+    resumed yet waits after each checkpoint (up to HOLD_MAX_S).
+
+    Tests that kill, cancel or preempt a run mid-way use it so the signal lands while the run is
+    between a checkpoint and its end, however fast the machine. A resumed run never holds. Unset: no-op.
+    """
+    path = os.environ.get(HOLD_ENV)
+    if not path or state["resumes"] > 0 or not os.path.exists(path):
+        return False
+    deadline = time.time() + HOLD_MAX_S
+    while os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def _branch(s: Session, start: int) -> None:
+    """Run the cooldown branch that starts at ``start`` and append its row to ``cooldowns.jsonl``."""
+    row = _cooldown_branch(s, start)
+    with open(s.cooldowns_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    _say(s.cfg, f"  cooldown branch to D={row['tokens']:.4g}: loss_val {row['loss_val']:.4f}")
+
+
+def _cooldown_branch(s: Session, start: int) -> dict:
     """Fork at ``start``, decay the LR to reach the branch's end step as a WSD run of that length
     would (Hägele et al. 2024, arXiv:2405.18392), evaluate, then restore the main run's state.
 
     The branch sees the batches the main run sees at the same steps, so a branch ending at step
     s_i is the run a WSD schedule of s_i steps would have been. Its compute is recorded apart.
     """
-    t = cfg.train
-    end = plan["branches"][start]
-    saved = copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
-    w = warmup_steps(t.warmup, plan["steps"])
+    t, plan = s.cfg.train, s.plan
+    end = plan.branches[start]
+    saved = copy.deepcopy({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict()})
+    w = warmup_steps(t.warmup, plan.steps)
     for step in range(start, end):
         lr = t.lr * lr_multiplier(step, end, "wsd", w, t.min_lr_ratio, t.decay, t.decay_shape)
-        for g in optimizer.param_groups:
+        for g in s.optimizer.param_groups:
             g["lr"] = lr
-        micro_batches = (sampler.batch(step, plan["micro_batch"], m)[:2] for m in range(plan["grad_accum"]))
-        train_step(fwd, model, optimizer, micro_batches, plan["grad_accum"], device, dtype, t.grad_clip)
-    ev = evaluate(model, val_sets, corpus, plan["val_weights"], plan["micro_batch"], device, dtype)
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
+        micro_batches = (s.sampler.batch(step, plan.micro_batch, m)[:2] for m in range(plan.grad_accum))
+        train_step(s.par.fwd, s.model, s.optimizer, micro_batches, plan.grad_accum, s.device, s.dtype, t.grad_clip)
+    ev = evaluate(s.model, s.val_sets, s.corpus, plan.val_weights, plan.micro_batch, s.device, s.dtype)
+    s.model.load_state_dict(saved["model"])
+    s.optimizer.load_state_dict(saved["optimizer"])
     tokens = float(end * t.batch_tokens)
-    return {"branch_start": start, "step": end, "tokens": tokens, "flops": tokens * plan["counts"]["flops_per_token"],
-            "branch_flops": (end - start) * t.batch_tokens * plan["counts"]["flops_per_token"], **ev}
+    return {"branch_start": start, "step": end, "tokens": tokens, "flops": tokens * plan.flops_per_token,
+            "branch_flops": (end - start) * t.batch_tokens * plan.flops_per_token, **ev}
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+# --------------------------------------------------------------------------------------------
+# The record
+# --------------------------------------------------------------------------------------------
 
 
-def _write_config(cfg: RunConfig, plan: dict[str, Any], run_dir: Path) -> None:
+def finish(s: Session, state: dict[str, Any], out: Outcome) -> dict[str, Any]:
+    """Write the record (rank 0), drop the checkpoint of a completed run unless kept, say how it went."""
+    cfg = s.cfg
+    run = {"status": out.status, "error": out.error, "run_dir": str(s.run_dir), "steps": out.steps,
+           "wall_s": out.wall_s, "corpus": s.corpus.meta.get("corpus"), "tokenizer": s.corpus.tokenizer,
+           "vocab_size": s.corpus.vocab_size, "cooldowns": read_jsonl(s.cooldowns_path)}
+    hardware = {"device": s.device.type, "dtype": "bfloat16" if s.dtype else "float32",
+                "threads": torch.get_num_threads(), "world_size": s.world,
+                "parallel": cfg.train.parallel if s.world > 1 else "none"}
+    last = {"loss": out.last["loss"], "lr": out.last["lr"], "grad_norm": out.last["grad_norm"],
+            "eval": out.last["eval"]}
+    result = result_record(cfg, s.plan, run, state, last, hardware)
+    if s.world > 1:
+        dist.destroy_process_group()
+        if s.rank != 0:
+            return result
+    atomic_write_json(s.run_dir / "result.json", result)
+    if out.status == "completed" and s.ckpt_path.exists() and not cfg.train.keep_ckpt:
+        s.ckpt_path.unlink()
+    _say(
+        cfg,
+        f"[train] {out.status}: loss_val={result['loss_val']:.4f} nats/token, bpb_val={result['bpb_val']:.4f} "
+        f"| {result['tokens_per_s']:,.0f} tok/s, {result['flops_per_s'] / 1e9:.1f} GFLOP/s | {out.wall_s:.1f}s "
+        f"-> {s.run_dir}",
+    )
+    return result
+
+
+def _write_config(cfg: RunConfig, plan: RunPlan, run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
-    derived = {k: v for k, v in plan.items() if k not in ("shape", "counts", "branches")}
-    derived["cooldown_branches"] = [{"start": a, "end": b} for a, b in sorted(plan["branches"].items())]
-    doc = {"config": asdict(cfg), "derived": {**derived, "shape": plan["shape"].to_dict(), **plan["counts"]}}
+    doc = {"config": asdict(cfg), "derived": plan.derived()}
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
-
-
-@contextlib.contextmanager
-def _fsdp_no_sync(model: torch.nn.Module):
-    """FSDP2's counterpart of DDP.no_sync: keep gradients local until the last micro-batch."""
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
-
-
-def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> tuple[dict, dict]:
-    """Unsharded model and optimizer state (gathered to CPU under FSDP; every rank must call it)."""
-    if not fsdp:
-        return model.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def _load_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: dict, fsdp: bool) -> None:
-    if not fsdp:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    set_state_dict(model, optimizer, model_state_dict=ckpt["model"], optim_state_dict=ckpt["optimizer"],
-                   options=StateDictOptions(full_state_dict=True))
 
 
 class _NoTrackers:
@@ -666,7 +453,7 @@ class _NoTrackers:
 
 
 def _say(cfg: RunConfig, msg: str) -> None:
-    if cfg.train.progress and _world()[0] == 0:
+    if cfg.train.progress and world()[0] == 0:
         print(msg, flush=True)
 
 
@@ -692,7 +479,7 @@ def _hydra_main() -> None:
     @hydra.main(version_base="1.3", config_path=conf, config_name="config")
     def main(cfg) -> None:
         try:
-            result = train(cfg)
+            result = launch(cfg)
         except ValueError as e:  # bad config or data: one clear line, no traceback
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

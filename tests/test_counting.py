@@ -14,7 +14,8 @@ from lab.counting import (
     tokens_for_flops,
     total_params,
 )
-from lab.model import Transformer, shape_from_config
+from lab.counting import shape_from_config
+from lab.model import Transformer
 
 SHAPES = [
     dict(depth=2, aspect=16, head_dim=16),

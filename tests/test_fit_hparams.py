@@ -122,6 +122,7 @@ def test_steplaw_refit_reproduces_independent_refit():
     assert grid_gap(h, p, "ND").mean() < 0.001
 
 
+@pytest.mark.slow
 def test_real_cpu_batch_lr_sweep_fits_and_feeds_a_recipe(tmp_path, fixture_corpus):
     """A real tiny batch x LR sweep (8 runs on the fixture slice) -> a fit -> a recipe that uses it."""
     import os
@@ -129,7 +130,7 @@ def test_real_cpu_batch_lr_sweep_fits_and_feeds_a_recipe(tmp_path, fixture_corpu
     import sys
     from pathlib import Path
 
-    from lab.recipe import build_recipe
+    from lab.recipe.build import build_recipe
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "bl"
@@ -142,7 +143,7 @@ def test_real_cpu_batch_lr_sweep_fits_and_feeds_a_recipe(tmp_path, fixture_corpu
     r = fit_hparams(h, form="C", bootstrap=50)
     assert all(np.isfinite(v) for v in r.params.values())
     assert r.predictions["B_opt"] > 0 and r.predictions["lr_opt"] > 0
-    from test_recipe import fake_sweep  # a loss-law sweep of known law (records only, no training)
+    from tests.conftest import fake_sweep  # a loss-law sweep of known law (records only, no training)
 
     loss_sweep = fake_sweep(tmp_path / "loss")
     rec = build_recipe([str(loss_sweep)], target_flops=1e11, bootstrap=0, hparam_sweeps=[str(out)])

@@ -265,9 +265,10 @@ def test_tiny_real_mixture_sweep_fits_with_held_out_error(tmp_path):
     assert res["optimum"]["natural"]["mixture"].keys() == res["optimum"]["mixture"].keys()
     # the recipe takes its mixture from this fit (nested is impossible with one size: said in the notes)
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_recipe import fake_sweep
+    from tests.conftest import fake_sweep
 
-    from lab.recipe import build_recipe, load_recipe, write_recipe
+    from lab.recipe import load_recipe, write_recipe
+    from lab.recipe.build import build_recipe
     rec = build_recipe([str(fake_sweep(tmp_path / "loss"))], target_flops=1e11, bootstrap=0, mixing_sweeps=[str(out)])
     mix = rec["laws"]["mixture"]
     assert mix["fitted"] is True and rec["data"]["mixture"] == mix["value"]

@@ -5,7 +5,8 @@ import math
 import torch
 
 from lab.config import ModelConfig
-from lab.model import Transformer, apply_rope, rope_tables, shape_from_config
+from lab.counting import shape_from_config
+from lab.model import Transformer, apply_rope, rope_tables
 
 
 def _model(**kw):

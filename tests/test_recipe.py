@@ -1,62 +1,18 @@
-"""Recipes: build from sweep records, round trip, bad recipes, recipe-driven and DDP training, back-test."""
+"""Recipes: build from sweep records, round trip, bad recipes, recipe-driven training, back-test."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-import lab
 from lab.backtest import compare
 from lab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from lab.counting import counts
-from lab.designs import ShapeRule
-from lab.recipe import RecipeError, apply_recipe, build_recipe, load_recipe, summary, write_recipe
-
-LAW = dict(E=1.2, A=60.0, B=900.0, alpha=0.45, beta=0.42)
-DOMAIN_FACTORS = {"code_python": 0.8, "multilingual": 1.2, "prose_en": 1.0, "tech_docs": 0.95}  # the fixture's
-MIXTURE = {"code_python": 0.25, "multilingual": 0.25, "prose_en": 0.25, "tech_docs": 0.25}
-
-
-def law_loss(N, D):
-    return LAW["E"] + LAW["A"] / N ** LAW["alpha"] + LAW["B"] / D ** LAW["beta"]
-
-
-def fake_sweep(root: Path, corpus: str = "fixture", seq_len: int = 64, noise: float = 0.003, seed: int = 0) -> Path:
-    """Run records as lab.train writes them (config.yaml + result.json), losses from a known law.
-
-    Shapes and FLOPs come from the lab's own counting, so the recipe sees the lab's conventions.
-    """
-    rng = np.random.default_rng(seed)
-    rule = ShapeRule(vocab_size=256, seq_len=seq_len, aspect=16, head_dim=16)
-    for C in (1e9, 3e9, 1e10):
-        for n in (2e3, 6e3, 1.5e4, 3e4, 6e4):
-            shape = rule.shape(n)
-            c = counts(shape)
-            D = C / c["flops_per_token"]
-            L = law_loss(c["params"], D) * np.exp(rng.normal(0, noise))
-            run = root / f"C{C:.0e}_n{n:.0e}"
-            run.mkdir(parents=True)
-            cfg = RunConfig(model=ModelConfig(depth=None, aspect=16, head_dim=16, num_layers=shape.num_layers,
-                                              d_model=shape.d_model),
-                            data=DataConfig(corpus=corpus, seq_len=seq_len, val_tokens=4096),
-                            train=TrainConfig(flops=C, batch_tokens=2048, lr=3e-3), run_dir=str(run))
-            (run / "config.yaml").write_text(yaml.safe_dump({"config": asdict(cfg)}))
-            (run / "result.json").write_text(json.dumps({
-                "status": "completed", "params": c["params"], "params_total": c["params_total"], "tokens": D,
-                "flops": C, "flops_per_token": c["flops_per_token"], "batch_tokens": 2048, "lr": 3e-3,
-                "schedule": "cosine", "seq_len": seq_len, "vocab_size": 256, "loss_val": L,
-                "mixture": MIXTURE,
-                "loss_val_domains": {d: L * f for d, f in DOMAIN_FACTORS.items()}, "lab_version": lab.__version__}))
-    return root
-
+from lab.recipe import RecipeError, apply_recipe, load_recipe, summary, write_recipe
+from lab.recipe.build import build_recipe
+from tests.conftest import DOMAIN_FACTORS, MIXTURE, fake_sweep, law_loss
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
@@ -123,6 +79,8 @@ def test_bad_recipes(sweep, tmp_path):
     broken(lambda r: r["train"].update(batch_tokens=4096.5), "train.batch_tokens")
     broken(lambda r: r["prediction"].update(loss_val="low"), "prediction.loss_val")
     broken(lambda r: r["train"].update(warmup="0.1"), "recipe")
+    broken(lambda r: r["train"].update(learning_rate=0.5), "train.learning_rate is not a recipe field")
+    broken(lambda r: r.update(extra={}), "'extra' is not a recipe section")
     p = tmp_path / "evil.yaml"
     p.write_text("lab_recipe: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(RecipeError, match="safe loader"):
@@ -134,11 +92,11 @@ def test_bad_recipes(sweep, tmp_path):
 
 
 def test_recipe_run_matches_hand_configured_run(sweep, tmp_path, fixture_corpus):
-    from lab.train import train
+    from lab.train import launch, train
     r = build_recipe([str(sweep)], target_flops=1.5e10, bootstrap=50)
     path, _ = write_recipe(r, tmp_path / "recipe.yaml")
     base = dict(progress=False, threads=1)
-    via_recipe = train(RunConfig(recipe=str(path), run_dir=str(tmp_path / "a"), train=TrainConfig(tokens=1, **base)))
+    via_recipe = launch(RunConfig(recipe=str(path), run_dir=str(tmp_path / "a"), train=TrainConfig(tokens=1, **base)))
     m, d, t = r["model"], r["data"], r["train"]
     hand = RunConfig(
         model=ModelConfig(depth=None, num_layers=m["num_layers"], d_model=m["d_model"], num_heads=m["num_heads"],
@@ -173,51 +131,3 @@ def test_backtest_arithmetic():
     assert o["error"] == pytest.approx(-0.05) and o["rel_error_pct"] == pytest.approx(-0.05 / 2.05 * 100)
     assert o["covered"] is True
     assert bt["domains"]["a"]["covered"] is False
-
-
-def _torchrun(args: list[str], nproc: int, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "lab.train", *args] if nproc > 1 else [sys.executable, "-m", "lab.train", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def test_ddp_two_processes_match_one(tmp_path, fixture_corpus):
-    """2 gloo processes, same global batch: the same batches, gradients averaged -> the same run."""
-    common = ["model=tiny", "data=fixture", "train.tokens=6e4", "train.batch_tokens=2048", "train.micro_batch=4",
-              "train.threads=1", "train.progress=false"]
-    one = _torchrun(common + [f"run_dir={tmp_path / 'one'}"], 1, tmp_path)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = _torchrun(common + [f"run_dir={tmp_path / 'two'}"], 2, tmp_path)
-    assert two.returncode == 0, two.stderr[-2000:]
-    a = json.loads((tmp_path / "one" / "result.json").read_text())
-    b = json.loads((tmp_path / "two" / "result.json").read_text())
-    assert b["world_size"] == 2 and a["world_size"] == 1
-    assert b["loss_val"] == pytest.approx(a["loss_val"], rel=1e-5)
-    assert b["steps"] == a["steps"] and b["tokens"] == a["tokens"]
-    # a batch that cannot be split evenly is refused before compute, naming the field
-    bad = _torchrun(["model=tiny", "data=fixture", "train.tokens=6e4", "train.batch_tokens=2048",
-                     "train.micro_batch=8", f"run_dir={tmp_path / 'bad'}"], 2, tmp_path)
-    assert bad.returncode != 0 and "train.micro_batch" in bad.stderr
-
-
-def test_fsdp_matches_one_process_and_resumes(tmp_path, fixture_corpus):
-    """FSDP (sharded) over 2 processes: same run as one process; its gathered checkpoint resumes it."""
-    common = ["model=tiny", "data=fixture", "train.tokens=6e4", "train.batch_tokens=2048", "train.micro_batch=4",
-              "train.threads=1", "train.progress=false"]
-    one = _torchrun(common + [f"run_dir={tmp_path / 'one'}"], 1, tmp_path)
-    assert one.returncode == 0, one.stderr[-2000:]
-    fs = common + ["train.parallel=fsdp", "train.ckpt_every=10", "train.keep_ckpt=true", f"run_dir={tmp_path / 'fs'}"]
-    two = _torchrun(fs, 2, tmp_path)
-    assert two.returncode == 0, two.stderr[-2000:]
-    a = json.loads((tmp_path / "one" / "result.json").read_text())
-    b = json.loads((tmp_path / "fs" / "result.json").read_text())
-    assert b["parallel"] == "fsdp" and b["world_size"] == 2
-    assert b["loss_val"] == pytest.approx(a["loss_val"], rel=1e-5)
-    # drop the record: the run restarts from its last (gathered) checkpoint and ends where it ended
-    (tmp_path / "fs" / "result.json").unlink()
-    again = _torchrun(fs, 2, tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    c = json.loads((tmp_path / "fs" / "result.json").read_text())
-    assert c["resumes"] == 1
-    assert c["loss_val"] == pytest.approx(b["loss_val"], rel=1e-6)

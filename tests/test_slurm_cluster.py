@@ -40,7 +40,7 @@ def _not_up_reason() -> str | None:
 
 
 _REASON = _not_up_reason()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
 
 def _executor(folder: Path):
@@ -85,12 +85,10 @@ def test_hard_death_fails_cleanly(tmp_path):
     def die():  # no result pickle, like SIGKILL or the OOM killer
         os._exit(3)
 
-    t0 = time.monotonic()
     job = _executor(tmp_path).submit(die)
-    _wait(job, 45)
+    _wait(job, 45)  # a deadline against hanging, not a speed check
     with pytest.raises(submitit.core.utils.UncompletedJobError, match=r"state: FAILED"):
         job.result()  # waits up to submitit's 15 s for a late result pickle, then raises
-    assert time.monotonic() - t0 < 45
 
 
 APP = '''

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from lab.sweep import SWEEPS, expand_grid, plan_jobs
+from lab.train import HOLD_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,7 @@ def _sweep(tmp: Path, *overrides: str, timeout: int = 240) -> subprocess.Complet
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_local_smoke_sweep_and_idempotent_relaunch(tmp_path, fixture_corpus):
     out = tmp_path / "smoke"
     p = _sweep(out)
@@ -58,6 +60,7 @@ def test_local_smoke_sweep_and_idempotent_relaunch(tmp_path, fixture_corpus):
     assert {r: json.loads((out / r / "result.json").read_text())["wall_s"] for r in runs["run"]} == walls
 
 
+@pytest.mark.slow
 def test_failed_and_diverged_runs_are_recorded_and_do_not_stop_the_grid(tmp_path, fixture_corpus):
     out = tmp_path / "bad"
     p = _sweep(out, "design.budget=3e10", "design.size=1", "train.lr=0.01,9.0", "train.grad_clip=0",
@@ -86,12 +89,32 @@ def _slurm_sweep(out: Path, *overrides: str) -> list[str]:
             "design.budget=1e11", "train.ckpt_every=10", *overrides]
 
 
-def _signal_first_checkpointed_job(args: list[str], out: Path, *scancel_flags: str) -> tuple[subprocess.Popen, Path, str]:
-    """Start the sweep; once a job has checkpointed, ``scancel`` it (with flags); wait for the driver."""
+def _wait_until_gone(job: str, seconds: float = 60) -> None:
+    """Until Slurm no longer lists ``job`` as pending or running (the cancel has landed)."""
     import time
 
-    driver = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "LAB_SWEEP_PROBE": "0"},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=10)
+        if q.returncode != 0 or not q.stdout.strip():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"job {job} still listed {seconds} s after scancel")
+
+
+def _signal_first_checkpointed_job(args: list[str], out: Path, *scancel_flags: str) -> tuple[subprocess.Popen, Path, str]:
+    """Start the sweep; once a job has checkpointed, ``scancel`` it (with flags); wait for the driver.
+
+    Every job holds after its first checkpoint (lab.train's test hook) until the signal has landed:
+    a cancelled job is gone from the queue, a preempted (USR2) one has requeued itself and resumed
+    (a resumed run never holds). So the signal always finds the job mid-run, however fast it trains.
+    """
+    import time
+
+    hold = out.parent / f"{out.name}.hold"
+    hold.touch()
+    env = {**os.environ, "LAB_SWEEP_PROBE": "0", HOLD_ENV: str(hold)}
+    driver = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline, run = time.time() + 120, None
         while run is None and time.time() < deadline and driver.poll() is None:
@@ -100,14 +123,19 @@ def _signal_first_checkpointed_job(args: list[str], out: Path, *scancel_flags: s
         assert run is not None, "no job reached a checkpoint"
         job = json.loads((run / "job.json").read_text())["slurm_job_id"]
         subprocess.run(["scancel", *scancel_flags, job], check=True, timeout=10)
+        if not scancel_flags:  # a cancel: release the other jobs once this one is gone
+            _wait_until_gone(job)
+            hold.unlink()
         log, _ = driver.communicate(timeout=240)
     finally:
+        hold.unlink(missing_ok=True)
         if driver.poll() is None:
             driver.kill()
     return driver, run, log
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_slurm_sweep_with_a_cancelled_job_resumes_on_relaunch(tmp_path, fixture_corpus):
     """A real Slurm sweep: one job is cancelled mid-run; relaunching resumes it from its checkpoint."""
     out = tmp_path / "slurm"
@@ -122,6 +150,7 @@ def test_slurm_sweep_with_a_cancelled_job_resumes_on_relaunch(tmp_path, fixture_
     assert json.loads((cancelled / "result.json").read_text())["resumes"] == 1
 
 
+@pytest.mark.slow
 def test_unreachable_slurm_and_empty_grid_are_clear_errors(tmp_path):
     env = {**os.environ, "LAB_SWEEP_PROBE": "0", "SLURM_CONF": str(tmp_path / "none.conf"), "PATH": "/usr/bin:/bin"}
     cmd = [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"]
@@ -133,6 +162,7 @@ def test_unreachable_slurm_and_empty_grid_are_clear_errors(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_slurm_preempted_job_requeues_and_resumes(tmp_path, fixture_corpus):
     """Preemption as Slurm delivers it to submitit (USR2): the job requeues itself and resumes."""
     out = tmp_path / "preempt"

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab.train import train
+from lab.train import HOLD_ENV, train
 from tests.conftest import tiny_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,7 @@ def test_divergence_is_recorded(tmp_path, synthetic_corpus):
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_unbroken_run(tmp_path, synthetic_corpus):
     """SIGKILL a CLI run after a checkpoint; relaunching ends with the unbroken run's exact result."""
     steps = 160
@@ -72,15 +74,16 @@ def test_resume_after_kill_matches_unbroken_run(tmp_path, synthetic_corpus):
         "data.val_tokens=4096", f"train.tokens={steps * 1024}", "train.batch_tokens=1024", "train.ckpt_every=10",
         "train.progress=false", "train.threads=1", "train.lr=0.003",
     ]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(args + [f"run_dir={killed}"], cwd=ROOT)
+    killed, hold = tmp_path / "killed", tmp_path / "hold"
+    hold.touch()  # the run waits after its first checkpoint while this file exists (lab.train's test hook)
+    proc = subprocess.Popen(args + [f"run_dir={killed}"], cwd=ROOT, env={**os.environ, HOLD_ENV: str(hold)})
     deadline = time.time() + 120
     while not (killed / "ckpt.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.3)  # let it get past the first checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "result.json").exists(), "run finished before it could be killed"
+    hold.unlink()
+    assert (killed / "ckpt.pt").exists() and not (killed / "result.json").exists()
     subprocess.run(args + [f"run_dir={killed}"], cwd=ROOT, check=True)
     resumed = json.loads((killed / "result.json").read_text())
     assert resumed["resumes"] == 1
@@ -150,7 +153,7 @@ def test_optional_metric_streams(tmp_path, synthetic_corpus):
 
 
 def test_gradient_noise_scale_is_logged(tmp_path, fixture_corpus):
-    from lab.train import train
+    from lab.train import HOLD_ENV, train
 
     r = train(tiny_run(tmp_path / "g", fixture_corpus, tokens=40 * 2048, micro_batch=8, gns=True))
     assert r["gns_B_noise"] is not None and 0 < r["gns_B_noise"] < 1e9

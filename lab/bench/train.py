@@ -115,16 +115,17 @@ def matmul_peak(dtype: str, device: str = "cpu", seconds: float = 1.0, go: Any =
 def _stepper(impl: str, case: Case) -> Any:
     """A zero-argument function doing one training step of ``impl`` on a fixed random batch."""
     from lab.bench.prototype import PrototypeLM, prototype_optimizer, prototype_step
-    from lab.model import Transformer, keep_freed_memory
-    from lab.train import make_optimizer, train_step
+    from lab.hardware import keep_freed_memory
+    from lab.model import Transformer
+    from lab.step import make_optimizer, train_step
 
     torch.manual_seed(0)
     device = torch.device(case.device)
     x = torch.randint(0, case.shape.vocab_size, (case.micro, case.shape.seq_len + 1), device=device)
     inp, tgt = x[:, :-1], x[:, 1:]
     dtype = torch.bfloat16 if case.dtype == "bfloat16" else None
+    keep_freed_memory()  # the allocator setting the trainer makes, for every implementation alike
     if impl == "prototype":
-        keep_freed_memory()  # the allocator setting the lab's model applies, so both run alike
         proto = PrototypeLM(case.shape).to(device)
         popt = prototype_optimizer(proto)
         return lambda: prototype_step(proto, popt, inp, tgt, dtype)

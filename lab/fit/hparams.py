@@ -192,7 +192,72 @@ def _smooth_optima(h: HparamData) -> list[dict[str, Any]]:
 @quiet
 def fit_hparams(h: HparamData, form: str = "C", band: float = 0.0025, bootstrap: int = 1000, level: float = 0.95,
                 seed: int = 0, target_flops: float | None = None) -> FitResult:
-    """Fit B_opt and lr_opt laws; intervals, smooth-surface second estimate, edge flags."""
+    """Fit power laws of the optimal batch size B_opt and peak learning rate lr_opt over compute.
+
+    As DeepSeek LLM (2024, arXiv:2401.02954) and Step Law (Li et al. 2025) fit them: in each cell
+    (a compute budget for form C, an (N, D) pair for form ND) the *near-optimal* runs, those with
+    ``loss <= (1 + band) * the cell's lowest loss``, are pooled over cells and ln lr and ln B are
+    fitted to them by least squares (each near-optimal run weighted equally):
+
+    * form C:  ``B_opt = B_coef * C^B_C_exp``,  ``lr_opt = lr_coef * C^lr_C_exp``;
+    * form ND: ``lr_opt = lr_coef * N^lr_N_exp * D^lr_D_exp``,  ``B_opt = B_coef * D^B_D_exp``.
+
+    A second estimate, reported in ``diagnostics`` and ``notes``, fits a quadratic surface of loss
+    over (ln B, ln lr) per cell to the runs within 3% of its best (at least its 6 best), takes the
+    surface minimum when it is convex and inside the swept range, and fits the same laws through
+    those minima. Cells whose best run lies on the edge of the swept B or lr range are flagged.
+
+    Units: B = global batch in tokens, lr = peak learning rate (dimensionless), N = non-embedding
+    parameters (the lab's ``params``), D = training tokens, C = training FLOPs (forward + backward)
+    as the table gives them: the lab's ``flops`` column counts ``C = 6 D (N + d_model V + n_layers
+    seq_len d_attn)`` (:func:`lab.counting.flops_per_token`), or ``C = 6 N D`` when the table has no
+    C column; ``FitResult.convention["C"]`` names the column used. Losses in nats/token (the lab's
+    ``loss_val``).
+
+    Parameters
+    ----------
+    h : HparamData
+        The batch x LR grid from :func:`load_hparams`: per run N, D, C, B (tokens), lr and loss, and
+        the cell each run belongs to (failed, diverged and cooldown runs already excluded).
+    form : {"C", "ND"}, default "C"
+        Which laws; must be the form ``h`` was loaded with (it decides the cells).
+    band : float, default 0.0025
+        Near-optimal band, relative to the cell's lowest loss (0.25%).
+    bootstrap : int, default 1000
+        Bootstrap resamples K: runs resampled with replacement within their cell, the near-optimal
+        band reselected among the drawn runs, both laws refitted. 0 gives no intervals.
+    level : float, default 0.95
+        Coverage of the bootstrap percentile intervals.
+    seed : int, default 0
+        Seed of the bootstrap resampling.
+    target_flops : float, optional
+        Compute C (FLOPs, the data's convention) at which B_opt and lr_opt are predicted; default
+        (also when 0) 10 x the largest cell C (a cell's C is the geometric mean of its runs').
+
+    Returns
+    -------
+    FitResult
+        ``law = "hyperparameter laws (form C)"`` or ``"(form ND)"``. ``params``: ``lr_coef``,
+        ``lr_C_exp``, ``B_coef`` (tokens at C = 1), ``B_C_exp`` (form C) or ``lr_coef``,
+        ``lr_N_exp``, ``lr_D_exp``, ``B_coef``, ``B_D_exp`` (form ND). ``samples`` holds the K
+        bootstrap draws of each; ``intervals`` are their percentile intervals at ``level``.
+        ``predictions``: ``C`` (the target), ``B_opt`` (tokens), ``lr_opt``, with ``B_opt_interval``
+        and ``lr_opt_interval`` (bootstrap percentiles) when bootstrapped; form ND predicts at
+        ``N = sqrt(C / 120)``, ``D = 20 N`` (so ``C = 6 N D``), given as ``N``, ``D`` and a ``note``.
+        ``diagnostics``: ``n_points``, ``n_cells``, ``band``, ``near_optimal_total``, ``cells`` (per
+        cell: ``N``, ``D``, ``C``, ``runs``, ``best_loss``, ``best_B``, ``best_lr``, ``near_optimal``,
+        ``edge``), ``excluded`` (= ``dropped``), ``edge_warnings``, ``smooth_fit`` (``params`` of the
+        surface-minimum laws or None when fewer cells than needed have an interior minimum,
+        ``cells_used``, per-cell ``cells``, and ``gap_at_target``: its B_opt and lr_opt at the target
+        as ratios to the band law's) and ``bootstrap``. ``convention``: ``B`` and ``C``. ``notes``:
+        the loader's notes, edge warnings, one line per cell and the smooth estimate. ``extra``:
+        ``data``, ``near`` (the near-optimal mask), ``form``.
+
+    Raises
+    ------
+    FitError
+        ``band <= 0``; fewer cells than form C's 2 or form ND's 3; any cell with fewer than 4 runs.
+    """
     require(band > 0, f"--band must be > 0, got {band}")
     n_cells = len(h.cells)
     need = 2 if form == "C" else 3

@@ -78,7 +78,67 @@ def _pred_block(C: float, n: np.ndarray | float, d: np.ndarray | float, l: np.nd
 @quiet
 def approach3(pts: Points, bootstrap: int = 1000, target_flops: float | None = None, delta: float = 1e-3,
               level: float = 0.95, seed: int = 0, holdout: bool = True) -> FitResult:
-    """Parametric ``L(N, D) = E + A/N^alpha + B/D^beta`` with bootstrap intervals."""
+    """Chinchilla approach 3: fit the parametric law ``L(N, D) = E + A / N^alpha + B / D^beta``.
+
+    Hoffmann et al. (2022, arXiv:2203.15556) approach 3 as Besiroglu et al. (2024, arXiv:2404.10102)
+    replicated it: Huber loss (``delta``) on ``log Lhat - log L``, summed over points, minimised by
+    L-BFGS in the log-sum-exp parametrisation from the 4500-point grid of initialisations (every start
+    is screened for 30 steps and the 32 best run to convergence, :func:`~lab.fit.engine.laws.fit_law`).
+    From the fitted law it derives the compute-optimal allocation, in closed form under ``C = 6 N D``
+    (``N_opt = G (C / 6)^a``) and numerically under the data's own FLOP convention.
+
+    Units: N = non-embedding parameters (the lab's ``params``; a foreign table's N column as given),
+    D = training tokens, C = training FLOPs (forward + backward) as the table gives them: the lab's
+    ``flops`` column counts ``C = 6 D (N + d_model V + n_layers seq_len d_attn)``
+    (:func:`lab.counting.flops_per_token`: output head and causal attention included), or ``C = 6 N D``
+    when derived because the table has no C column; ``FitResult.convention`` records which. Losses in
+    nats/token (the lab's ``loss_val``).
+
+    Parameters
+    ----------
+    pts : Points
+        Runs to fit, one row each (:func:`~lab.fit.engine.points.load_points`): arrays ``N``, ``D``,
+        ``C``, ``loss``. Needs at least 8 rows with at least 3 distinct N and 3 distinct D.
+    bootstrap : int, default 1000
+        Bootstrap resamples K: runs resampled with replacement, each resample refitted warm-started
+        from the full-data optimum. 0 gives no intervals.
+    target_flops : float, optional
+        Compute C (FLOPs, the data's convention) at which N_opt, D_opt and the loss are predicted;
+        default 10 x the largest C in ``pts``.
+    delta : float, default 1e-3
+        Huber threshold on log-loss residuals (``None``: plain least squares).
+    level : float, default 0.95
+        Coverage of the bootstrap percentile intervals.
+    seed : int, default 0
+        Seed of the bootstrap resampling.
+    holdout : bool, default True
+        Refit without the largest-compute budget group (or the top 10% of runs by C when there are
+        fewer than 3 budget groups) and report the error predicting their losses.
+
+    Returns
+    -------
+    FitResult
+        ``law = "chinchilla approach 3"``. ``params``: ``E`` (nats/token), ``A``, ``B``, ``alpha``,
+        ``beta`` of the law, and the closed-form allocation under ``C = 6 N D``: ``a = beta / (alpha +
+        beta)``, ``b = alpha / (alpha + beta)``, ``G = (alpha A / (beta B))^(1 / (alpha + beta))``.
+        ``samples`` holds the K bootstrap draws of each of these plus ``N_opt``, ``D_opt`` and
+        ``loss_at_target``; ``intervals`` are their percentile intervals at ``level`` over the finite
+        draws. ``predictions``: ``C`` (the target), ``N_opt`` (non-embedding parameters), ``D_opt``
+        (tokens), ``loss`` (nats/token), each with an ``*_interval``, ``tokens_per_param`` and a
+        ``note``; they minimise the law over N at fixed C with ``D = C / f(N)``, ``f`` the data's FLOPs
+        per token fitted as a function of N (:class:`~lab.fit.engine.allocation.FlopModel`; exactly
+        ``6 N`` when the data's ``C = 6 N D``), so they follow the data's C convention even where the
+        closed-form ``G, a, b`` do not; NaN when the optimum falls at the edge of the N search range.
+        ``diagnostics``: ``n_points``, ``dropped``, ``objective``, ``converged``, ``starts``,
+        ``starts_converged``, ``huber_delta``, ``bootstrap``, ``bootstrap_failed`` (non-finite refits),
+        ``residuals`` (log loss) and ``holdout``. ``extra``: ``theta``, ``law``, ``flop_model``,
+        ``points`` (for plots).
+
+    Raises
+    ------
+    FitError
+        Fewer than 8 points, or fewer than 3 distinct N or 3 distinct D.
+    """
     n = len(pts)
     require(n >= 8, f"approach 3 fits 5 parameters: needs at least 8 points, got {n}")
     require(len(np.unique(pts.N)) >= 3 and len(np.unique(np.round(np.log(pts.D), 3))) >= 3,
@@ -199,12 +259,71 @@ def _profile_minima(pts: Points, groups: np.ndarray, W: np.ndarray) -> dict[str,
 @quiet
 def approach2(pts: Points, bootstrap: int = 1000, target_flops: float | None = None, level: float = 0.95,
               seed: int = 0, holdout: bool = True, rel_tol: float = 0.1, window: float | None = None) -> FitResult:
-    """IsoFLOP parabolas per budget, then power laws of their minima over C.
+    """Chinchilla approach 2: IsoFLOP parabolas per compute budget, then power laws of their minima over C.
 
-    ``window``: fit each parabola only to runs within a factor ``window`` in N of the budget's
-    lowest-loss run (None: all runs, as Hoffmann et al.). Wide, asymmetric profiles bend away from
-    a parabola far from the minimum; a local fit (``window=2``) reproduces Porian et al.'s
-    interpolated optima (see tests/test_fit_reference.py).
+    Hoffmann et al. (2022, arXiv:2203.15556) approach 2. Runs are grouped into compute budgets; per
+    budget a least-squares parabola of loss in ln N, ``L = p0 + p1 ln N + p2 (ln N)^2``, gives the
+    optimum ``ln N* = -p1 / (2 p2)``, the loss ``L*`` there, and ``D*`` from a least-squares line of
+    ln D on ln N through the budget's own runs (so D* follows the data's FLOP convention). Budgets
+    whose parabola has no minimum strictly inside their range of N are left out. Lines in log-log
+    through the remaining optima give ``N_opt = G C^a``, ``D_opt = H C^b`` and
+    ``L*(C) = (C_c / C)^alpha_C``.
+
+    Units: N = non-embedding parameters (the lab's ``params``; a foreign table's N column as given),
+    D = training tokens, C = training FLOPs (forward + backward) as the table gives them: the lab's
+    ``flops`` column counts ``C = 6 D (N + d_model V + n_layers seq_len d_attn)``
+    (:func:`lab.counting.flops_per_token`), or ``C = 6 N D`` when derived because the table has no C
+    column; ``FitResult.convention`` records which. A budget's C is the geometric mean of its runs'
+    C. Losses in nats/token (the lab's ``loss_val``).
+
+    Parameters
+    ----------
+    pts : Points
+        Runs to fit, one row each (:func:`~lab.fit.engine.points.load_points`): arrays ``N``, ``D``,
+        ``C``, ``loss``, and ``budget`` (the design budget) when the table has one.
+    bootstrap : int, default 1000
+        Bootstrap resamples K: runs resampled with replacement *within* their budget, every parabola
+        and line refitted. 0 gives no intervals.
+    target_flops : float, optional
+        Compute C (FLOPs, the data's convention) at which N_opt, D_opt and the loss are predicted;
+        default 10 x the largest C in ``pts``.
+    level : float, default 0.95
+        Coverage of the bootstrap percentile intervals.
+    seed : int, default 0
+        Seed of the bootstrap resampling.
+    holdout : bool, default True
+        Hold out the largest budget that has an interior minimum, fit the lines to the others, and
+        report the error predicting its minimum loss (and its N_opt).
+    rel_tol : float, default 0.1
+        Budget grouping when ``pts.budget`` is absent: runs sorted by C join one budget while
+        consecutive C differ by less than a factor ``1 + rel_tol``.
+    window : float, optional
+        Fit each parabola only to runs within a factor ``window`` in N of the budget's lowest-loss
+        run (None: all runs, as Hoffmann et al.); the others are listed in ``dropped``. Wide,
+        asymmetric profiles bend away from a parabola far from the minimum; a local fit
+        (``window=2``) reproduces Porian et al.'s interpolated optima (see tests/test_fit_reference.py).
+
+    Returns
+    -------
+    FitResult
+        ``law = "chinchilla approach 2"``. ``params``: ``a``, ``G`` (N_opt = G C^a), ``b``, ``H``
+        (D_opt = H C^b), ``alpha_C``, ``C_c`` (L* = (C_c / C)^alpha_C, C_c in FLOPs). ``samples``
+        holds the K bootstrap draws of each plus ``N_opt``, ``D_opt``, ``loss_at_target`` (NaN for a
+        resample with fewer than 3 usable budgets); ``intervals`` are their percentile intervals at
+        ``level`` over the finite draws. ``predictions``: ``C`` (the target), ``N_opt``, ``D_opt``,
+        ``loss`` (from the L*(C) line), each with an ``*_interval``, ``tokens_per_param`` and a
+        ``note``. ``diagnostics``: ``n_points``, ``n_groups``, ``n_groups_used``, ``dropped``,
+        ``dropped_budgets`` (budget, reason, n_points), ``profiles`` (per budget: ``C``,
+        ``interior_min``, ``reason``, ``n_points``, ``N_opt``, ``D_opt``, ``loss_opt``,
+        ``parabola_lnN`` = [p0, p1, p2]), ``bootstrap``, ``bootstrap_failed``, ``residuals`` (log loss
+        of each run against its budget's parabola) and ``holdout``. ``extra``: ``groups``,
+        ``profiles``, ``points``.
+
+    Raises
+    ------
+    FitError
+        ``window <= 1``; fewer than 3 budgets; fewer than 3 budgets with an interior minimum (the
+        message gives each dropped budget's reason).
     """
     groups = group_budgets(pts.C, pts.budget, rel_tol)
     if window is not None:
@@ -306,7 +425,69 @@ def _holdout_profiles(full: dict[str, np.ndarray], ok: np.ndarray, budgets: list
 def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 1000,
               target_flops: float | None = None, level: float = 0.95, seed: int = 0, per_decade: int = 20,
               holdout: bool = True) -> FitResult:
-    """Envelope of loss vs C; the envelope's runs give N_opt(C), D_opt(C) power laws."""
+    """Chinchilla approach 1: power laws of N_opt and D_opt over C from the lower envelope of loss vs C.
+
+    Hoffmann et al. (2022, arXiv:2203.15556) approach 1. At each compute C on a grid the envelope
+    is the lowest loss any run reached at that C; the run that reached it gives N_opt(C) (its N) and
+    D_opt(C) (its D there). Lines in log-log through the envelope give ``N_opt = G C^a``,
+    ``D_opt = H C^b`` and ``L(C) = (C_c / C)^alpha_C``.
+
+    Units: N = non-embedding parameters (the lab's ``params``; a foreign table's N column as given),
+    D = training tokens, C = training FLOPs (forward + backward) as the table gives them: the lab's
+    ``flops`` column counts ``C = 6 D (N + d_model V + n_layers seq_len d_attn)``
+    (:func:`lab.counting.flops_per_token`), or ``C = 6 N D`` when derived because the table has no C
+    column; ``FitResult.convention`` records which (curves always use the lab's ``flops``). Losses in
+    nats/token (the lab's ``loss_val``).
+
+    Parameters
+    ----------
+    pts : Points
+        Runs, one row each (:func:`~lab.fit.engine.points.load_points`): arrays ``N``, ``D``, ``C``,
+        ``loss`` and, to match curves, ``run`` keys. Needs at least 3 runs spanning more than 0.3
+        decades of C.
+    curves : DataFrame, optional
+        Evaluation rows of the runs (:func:`lab.results.load_curves`), columns ``sweep``, ``run``,
+        ``flops`` (C), ``tokens`` (D) and ``loss_val`` (nats/token). A run's rows before its final C
+        with a finite loss form its curve, read log-linearly on a grid of ``per_decade`` points per
+        decade of C. Without curves (or without ``pts.run``) each run is its final point, the grid is
+        the runs' own C, and a run is on the envelope when no run of equal or lower C has a lower loss.
+    bootstrap : int, default 1000
+        Bootstrap resamples K: runs resampled with replacement and the envelope re-read from the
+        drawn runs; a resample whose envelope holds fewer than 2 distinct N fails (NaN). 0 gives no
+        intervals.
+    target_flops : float, optional
+        Compute C (FLOPs, the data's convention) at which N_opt, D_opt and the loss are predicted;
+        default 10 x the largest C in ``pts``.
+    level : float, default 0.95
+        Coverage of the bootstrap percentile intervals.
+    seed : int, default 0
+        Seed of the bootstrap resampling.
+    per_decade : int, default 20
+        Envelope grid points per decade of C when curves are used (at least 10 in all).
+    holdout : bool, default True
+        Fit L(C) to the envelope in the lowest 80% of the log-C range and report the error
+        predicting the envelope loss above it.
+
+    Returns
+    -------
+    FitResult
+        ``law = "chinchilla approach 1"``. ``params``: ``a``, ``G`` (N_opt = G C^a), ``b``, ``H``
+        (D_opt = H C^b), ``alpha_C``, ``C_c`` (L(C) = (C_c / C)^alpha_C, C_c in FLOPs). ``samples``
+        holds the K bootstrap draws of each plus ``N_opt``, ``D_opt``, ``loss_at_target``;
+        ``intervals`` are their percentile intervals at ``level`` over the finite draws.
+        ``predictions``: ``C`` (the target), ``N_opt``, ``D_opt``, ``loss`` (from the envelope's
+        L(C)), each with an ``*_interval``, ``tokens_per_param`` and a ``note``. ``diagnostics``:
+        ``n_points``, ``dropped``, ``envelope_points``, ``envelope_sizes`` (distinct N on the
+        envelope), ``source`` (final points only, or curves + final points), ``bootstrap``,
+        ``bootstrap_failed``, ``residuals`` (log loss of the envelope against L(C)) and ``holdout``.
+        ``extra``: ``grid``, ``env_N``, ``env_D``, ``env_L``, ``curves``, ``points`` (for plots).
+
+    Raises
+    ------
+    FitError
+        Fewer than 3 runs; runs spanning 0.3 decades of C or less; an envelope holding fewer than 2
+        distinct model sizes.
+    """
     rc = run_curves(pts, curves)
     single = all(c["C"].size == 1 for c in rc)
     require(len(pts) >= 3, f"approach 1 needs at least 3 runs, got {len(pts)}")

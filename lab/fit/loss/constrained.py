@@ -88,7 +88,41 @@ class DataConstrained(Law):
 
 @quiet
 def fit_data_constrained(N, D, U, L, base: dict[str, float], delta: float = 1e-3) -> dict[str, float]:
-    """Fit R_N* and R_D* with the base law held fixed; returns them and the objective."""
+    """Fit the data-constrained law's R_N* and R_D* with the base Chinchilla law held fixed.
+
+    Muennighoff et al. (2023, arXiv:2305.16264): repeated tokens and excess parameters decay in
+    value with constants R_D* and R_N* (see the module docstring for ``N'`` and ``D'``). As
+    published, the base law ``L = E + A / N^alpha + B / D^beta`` is fitted first on unrepeated data
+    and held fixed; only ``ln R_N*`` and ``ln R_D*`` are fitted here, by L-BFGS from a 6 x 6 log
+    grid of starts, with the Huber objective on log-loss residuals, summed. No bootstrap: this
+    returns point estimates only.
+
+    Units: N = parameters in the convention the base law was fitted in (non-embedding N for the
+    lab's fits), D = training tokens, U = unique training tokens, losses in nats/token. C appears
+    only inside the law: ``U_N = min(N, N_opt(C(U)))`` uses the base law's closed-form allocation
+    under ``C = 6 N D``.
+
+    Parameters
+    ----------
+    N, D, U, L : array_like
+        Per run, aligned: parameters, training tokens, unique tokens (D / U = epochs) and loss.
+    base : dict
+        The fixed base law: keys ``E`` (nats/token), ``A``, ``B``, ``alpha``, ``beta``
+        (e.g. :func:`lab.fit.loss.chinchilla.approach3`'s ``params`` or :func:`base_from_logs`).
+    delta : float, default 1e-3
+        Huber threshold on log-loss residuals (``None``: plain least squares).
+
+    Returns
+    -------
+    dict
+        ``R_N`` (R_N*) and ``R_D`` (R_D*), dimensionless (in units of U_N and U), ``objective`` (the
+        summed Huber objective at the optimum) and ``converged`` (bool, the best start's L-BFGS).
+
+    Raises
+    ------
+    KeyError
+        ``base`` lacks one of ``E``, ``A``, ``B``, ``alpha``, ``beta``.
+    """
     law = DataConstrained(base)
     X = {"N": np.asarray(N, float), "D": np.asarray(D, float), "U": np.asarray(U, float)}
     core = fit_law(law, X, np.log(np.asarray(L, float)), delta=delta)

@@ -67,7 +67,83 @@ def _fit_single(var: str, x: np.ndarray, L: np.ndarray, LK: np.ndarray | None, i
 def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None, irreducible: bool = False,
                bootstrap: int = 1000, target_flops: float | None = None, delta: float = 1e-3, level: float = 0.95,
                seed: int = 0, holdout: bool = True) -> FitResult:
-    """One Kaplan law (``form`` in N, D, C, ND) with intervals, residuals and a hold-out check."""
+    """Fit one Kaplan et al. (2020) loss law (``form`` N, D, C or ND) with bootstrap intervals.
+
+    The laws of Kaplan et al. (2020, arXiv:2001.08361), fitted in log space with the robust
+    objective of :mod:`lab.fit.engine.laws` (Huber on ``log Lhat - log L``, summed, L-BFGS from a
+    grid of starts), each with residuals and a hold-out check:
+
+    * ``"N"``: ``L(N) = (N_c / N)^alpha_N`` on each model size's lowest loss (N values within 2%
+      form one size, its N the geometric mean);
+    * ``"D"``: ``L(D) = (D_c / D)^alpha_D`` on each token count's lowest loss (likewise);
+    * ``"C"``: ``L(C) = (C_c / C)^alpha_C`` on the compute frontier, the lower envelope of loss vs C
+      over runs (as :func:`lab.fit.loss.chinchilla.approach1` reads it);
+    * ``"ND"``: ``L(N, D) = [(N_c / N)^(alpha_N / alpha_D) + D_c / D]^alpha_D`` on every point, plus
+      its compute-optimal allocation at the target C.
+
+    Units: N = non-embedding parameters (Kaplan's convention; the lab's ``params``, a foreign
+    table's N column as given), D = training tokens, C = training FLOPs (forward + backward) as the
+    table gives them: the lab's ``flops`` column counts ``C = 6 D (N + d_model V + n_layers seq_len
+    d_attn)`` (:func:`lab.counting.flops_per_token`), not Kaplan's ``6 N D``; ``C = 6 N D`` only when
+    derived because the table has no C column. ``FitResult.convention`` records which. Losses in
+    nats/token (the lab's ``loss_val``).
+
+    Parameters
+    ----------
+    pts : Points
+        Runs to fit, one row each (:func:`~lab.fit.engine.points.load_points`): arrays ``N``, ``D``,
+        ``C``, ``loss`` (and ``run`` keys to match ``curves``).
+    form : {"N", "D", "C", "ND"}, default "ND"
+        Which law.
+    curves : DataFrame, optional
+        Form C only: evaluation rows of the runs (:func:`lab.results.load_curves`; columns ``sweep``,
+        ``run``, ``flops``, ``tokens``, ``loss_val``), so the frontier is read from the runs' curves
+        rather than their final points only.
+    irreducible : bool, default False
+        Add an irreducible loss ``E +`` (nats/token) in front of the law.
+    bootstrap : int, default 1000
+        Bootstrap resamples K: runs resampled with replacement; forms N and D retake each group's
+        lowest loss among the drawn runs, form C re-reads the frontier from them, then the law is
+        refitted warm-started from the full-data fit. 0 gives no intervals.
+    target_flops : float, optional
+        Forms C and ND: compute C (FLOPs, the data's convention) at which the law predicts; default
+        10 x the largest C in ``pts``.
+    delta : float, default 1e-3
+        Huber threshold on log-loss residuals (``None``: plain least squares).
+    level : float, default 0.95
+        Coverage of the bootstrap percentile intervals.
+    seed : int, default 0
+        Seed of the bootstrap resampling.
+    holdout : bool, default True
+        Refit without the largest points and report the error predicting them: the largest 20% of
+        the fitted N, D or C values for forms N, D, C; the largest-compute budget group (or the top
+        10% of runs by C) for form ND.
+
+    Returns
+    -------
+    FitResult
+        ``law = "kaplan L(N)"``, ``"kaplan L(D)"``, ``"kaplan L(C)"`` or ``"kaplan L(N, D)"``.
+        ``params``: ``N_c``, ``alpha_N`` (form N); ``D_c``, ``alpha_D`` (form D); ``C_c`` (FLOPs),
+        ``alpha_C`` (form C); ``N_c``, ``D_c``, ``alpha_N``, ``alpha_D`` (form ND); plus ``E`` with
+        ``irreducible``. ``samples`` holds the K bootstrap draws of each (and ``loss_at_target`` for
+        form C); ``intervals`` are their percentile intervals at ``level`` over the finite draws.
+        ``predictions``: none for forms N and D; form C: ``C`` (the target), ``loss`` and
+        ``loss_interval`` (L(C) extrapolated); form ND: ``C``, ``N_opt``, ``D_opt``, ``loss``, each
+        with an ``*_interval``, minimising the law over N at fixed C with ``D = C / f(N)``, ``f`` the
+        data's FLOPs per token fitted as a function of N (:class:`~lab.fit.engine.allocation.FlopModel`),
+        and a ``note`` naming ``f``. ``diagnostics``: ``n_points``, ``dropped``, ``bootstrap``,
+        ``bootstrap_failed``, ``huber_delta``, ``objective``, ``converged``, ``residuals`` (log loss),
+        ``holdout``, and ``n_groups`` (forms N, D) or ``envelope_points`` and ``source`` (form C).
+        ``extra``: ``law``, ``theta``, ``thetas``, ``points``, and ``x``, ``y`` (the fitted points,
+        forms N, D, C) or ``flop_model`` (form ND).
+
+    Raises
+    ------
+    FitError
+        ``form`` not one of N, D, C, ND; no points; fewer distinct N or D values (forms N, D) or
+        frontier points (form C) than the law's parameters + 1; for form ND fewer points than its
+        parameters + 2, or fewer than 2 distinct N or 2 distinct D.
+    """
     require(form in FORMS, f"--form {form!r} is not a Kaplan law; allowed: {', '.join(FORMS)}")
     require(len(pts) > 0, "no points to fit (every row was dropped; see the dropped list)")
     rng = np.random.default_rng(seed)

@@ -416,13 +416,64 @@ def _fit_thetas(data: MixData, delta: float, ridges: np.ndarray) -> list[np.ndar
 @quiet
 def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, ridge: float | str = "auto",
                    seed: int = 0, cv_folds: int | None = None) -> MixingLaw:
-    """Fit L_i(r) for every validation domain; bootstrap draws and a cross-validated held-out error.
+    """Fit Ye et al.'s data mixing law ``L_i(r) = c_i + k_i exp(sum_j t_ij r_j)`` per validation domain.
 
-    ``ridge``: penalty on the centred t_ij, or ``"auto"``: per validation domain, the strongest value
-    of :data:`RIDGE_GRID` within one standard error of the lowest held-out error (few runs per
-    parameter let the free law fit exploding exponents that no held-out mixture supports; the ridge
-    keeps them in check).
-    ``cv_folds``: K-fold held-out error (default: leave-one-mixture-out up to 40 mixtures, else 10 folds).
+    Ye et al. (2024, "Data Mixing Laws", arXiv:2403.16952): the validation loss on domain i of a
+    model trained on mixture r. Each validation domain is an independent fit of ``log L_i =
+    LSE(log c_i, log k_i + t_i . r)`` in the gauge ``t_i0 = 0``: Huber (``delta``) on log-loss
+    residuals, summed, L-BFGS from starts that profile c (see the module docstring), over the runs
+    with a finite loss on that domain. The result is reported in the symmetric gauge
+    ``sum_j t_ij = 0``. Bootstrap refits give intervals and K-fold refits over distinct mixtures a
+    held-out error. A law holds at fixed N and D: pass runs of one model size (:func:`one_size`) or
+    predictions at one size (:func:`~lab.fit.mixing.nested.nested_predict`).
+
+    Units: mixtures r are proportions over the M training domains (dimensionless, rows sum to 1);
+    losses, ``c_i`` and ``k_i`` in nats/token; ``t_ij`` dimensionless (the change in ``ln(L_i - c_i)``
+    per unit share of training domain j).
+
+    Parameters
+    ----------
+    data : MixData
+        Runs from :func:`load_mixing`: proportions ``R`` (n, M) and losses ``L`` (n, K), NaN where a
+        domain was not evaluated. Needs at least M + 2 runs, and M + 2 finite losses per domain.
+    bootstrap : int, default 200
+        Bootstrap resamples B: runs resampled with replacement, every domain refitted warm-started
+        from the full fit (one batched L-BFGS per domain). Draws whose law predicts a non-finite
+        loss, or one above twice the domain's largest observed loss, at any observed mixture are set
+        to NaN and counted. 0 gives no draws.
+    delta : float, default 1e-2
+        Huber threshold on log-loss residuals.
+    ridge : float or "auto", default "auto"
+        Penalty ``ridge * sum_j (t_ij - mean_j t_ij)^2`` added to the objective, or ``"auto"``: per
+        validation domain, the strongest value of :data:`RIDGE_GRID` whose held-out mean absolute
+        error is within one standard error of the lowest (0 when too few distinct mixtures to
+        cross-validate). Few runs per parameter let the free law fit exploding exponents that no
+        held-out mixture supports; the ridge keeps them in check.
+    seed : int, default 0
+        Seed of the bootstrap resampling and of the fold assignment.
+    cv_folds : int, optional
+        Folds of the held-out error, over distinct mixtures (:func:`mixture_folds`); default
+        leave-one-mixture-out up to 40 mixtures, else 10 folds.
+
+    Returns
+    -------
+    MixingLaw
+        ``domains``, ``val_domains``; ``c`` (K,) and ``log_k`` (K,) (natural log of k, nats/token),
+        ``t`` (K, M) with rows summing to 0; ``ridge`` (K,) the penalty used per domain; ``draws``
+        ``{"c": (B, K), "log_k": (B, K), "t": (B, K, M)}`` (empty without bootstrap; NaN for failed
+        or dropped draws), whose percentile intervals ``intervals(level)`` gives; ``observed``
+        ``{"lo", "hi"}`` the per-domain share range of the fitted runs; ``diagnostics``:
+        ``n_runs``, ``fit_mae`` (in-sample mean absolute error per domain and ``mean``, nats/token),
+        ``ridge`` (grid, chosen value per domain and held-out MAE per grid value when ``"auto"``),
+        ``bootstrap`` (``draws``, ``degenerate_dropped``) and ``held_out`` (``folds``, ``kind``,
+        ``mae``, ``baseline_mae`` of the mixture-blind mean, ``predicted``). With ``"auto"`` the
+        ridge is chosen on the same folds, so ``held_out`` is slightly optimistic.
+
+    Raises
+    ------
+    FitError
+        Fewer than M + 2 runs; a validation domain with fewer than M + 2 finite losses; ``ridge``
+        neither ``"auto"`` nor a finite number >= 0.
     """
     M, K = len(data.domains), len(data.val_domains)
     _require_runs(data, M + 1, "mixing law")

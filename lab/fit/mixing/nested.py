@@ -85,9 +85,55 @@ def _starts(lnN, lnD, L, g, G, with_d):
 @quiet
 def nested_predict(data: MixData, target_params: float, target_tokens: float | None = None,
                    ratio_tol: float = 1.5) -> tuple[MixData, dict[str, Any]]:
-    """Each mixture's predicted per-domain loss at (target_params, target_tokens) -> (MixData, report).
+    """Predict each mixture's per-domain loss at a target model size, for a mixing law fitted at that size.
 
-    The returned MixData has one row per distinct mixture, its losses the size-law predictions.
+    Ye et al. (2024, "Data Mixing Laws", arXiv:2403.16952) nested prediction: the mixture is chosen
+    for the full-size run, not for the proxies. Runs are grouped by mixture (shares rounded to 4
+    decimals); per validation domain one size law with per-mixture scales and shared exponents is
+    fitted across all mixtures, ``L_g = E_g + A_g N^-alpha`` when every run has about the same D/N
+    (max / min ratio at most ``ratio_tol``) or ``L_g = E_g + A_g N^-alpha + B_g D^-beta`` when D/N
+    varies, with Huber (delta 1e-2) on log-loss residuals, summed, by L-BFGS from a small grid of
+    starts. Each mixture's law is then evaluated at the target. Fit
+    :func:`~lab.fit.mixing.law.fit_mixing_law` on the returned rows.
+
+    Units: N = non-embedding parameters (the table's ``params`` column), D = training tokens,
+    losses in nats/token; no FLOP count is used.
+
+    Parameters
+    ----------
+    data : MixData
+        Proxy runs with ``N`` and ``D`` per run (from the table's ``params`` and ``tokens``
+        columns, or their aliases); rows with a missing or non-positive N or D are left out. Every mixture needs runs
+        at 3+ sizes (2+ with a token law) with a finite loss on every validation domain.
+    target_params : float
+        Target model size N (non-embedding parameters), > 0.
+    target_tokens : float, optional
+        Target training tokens D. Default, when D/N is fixed: the runs' median D/N times
+        ``target_params``; required when D/N varies. With fixed D/N a value more than 10% off that
+        default is an error, since the data hold no token law.
+    ratio_tol : float, default 1.5
+        D/N counts as fixed when its max / min over runs is at most this.
+
+    Returns
+    -------
+    MixData
+        One row per distinct mixture (shares renormalised to sum 1, ids ``"mixture k"``), ``L`` the
+        predicted losses (G, K) at the target, ``N`` and ``D`` the target size and tokens.
+    dict
+        Report: ``target_params``, ``target_tokens``, ``form`` (the size law used), ``mixtures``,
+        ``runs``, ``sizes`` (distinct N), ``extrapolation`` (target N / largest proxy N),
+        ``size_law`` (per validation domain: ``alpha``, ``beta`` with a token law, ``E_range`` in
+        nats/token), ``size_law_fit_mae`` (in-sample mean absolute error, nats/token) and a ``note``:
+        intervals from the mixing law fitted on these rows do not include the size-law extrapolation
+        error.
+
+    Raises
+    ------
+    FitError
+        No N or D per run; ``target_params`` not > 0; a mixture trained at too few sizes, or with
+        too few finite losses on a validation domain; fewer runs with a loss on a domain than the
+        size law's parameters + 1; D/N varies and no ``target_tokens``; D/N is fixed and
+        ``target_tokens`` is more than 10% off the ratio's.
     """
     if data.N is None or data.D is None:
         raise FitError("nested prediction (--target-params) needs N and D per run (columns params and tokens)")

@@ -156,7 +156,66 @@ def _refine(model: MixModel, r0: np.ndarray, w: np.ndarray, box: Box) -> np.ndar
 
 def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float] | None = None,
              n_samples: int = 30000, top_k: int = 64, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """The mixture minimising the overall target under ``box``, its predicted losses, intervals and gains."""
+    """Find the mixture minimising the overall target ``sum_i w_i L_i(r)`` over a box of the simplex.
+
+    Data-mixing optimisation as in Ye et al. (2024, arXiv:2403.16952) for the mixing law and RegMix
+    (Liu et al. 2025, arXiv:2407.01492) for the regression: about ``n_samples`` Dirichlet samples
+    (concentrations 0.3, 1 and 3), the vertices, the uniform and the natural mixture, all projected
+    onto ``box``, are scored by the model. For the smooth mixing law (``model.method == "law"``) the
+    5 best are refined by SLSQP and the best kept; for the regression (piecewise constant trees) the
+    mean of the ``top_k`` best, projected, is kept when it scores no worse than the best candidate.
+    Exported as :func:`lab.fit.optimize_mixture`.
+
+    Units: mixtures are proportions over the training domains (dimensionless, sum 1); losses,
+    targets and gains in nats/token.
+
+    Parameters
+    ----------
+    model : MixModel
+        A fitted model: :func:`~lab.fit.mixing.law.fit_mixing_law`'s or
+        :func:`~lab.fit.mixing.regression.fit_regression`'s, over the same training domains as ``box``.
+    w : ndarray, shape (K,)
+        Weights of the overall target over the validation domains
+        (:func:`~lab.fit.mixing.law.target_weights`: non-negative, summing to 1).
+    box : Box
+        The feasible set ``lo <= r <= hi``, ``sum r = 1`` (:func:`make_box`), domains in the model's order.
+    natural : dict, optional
+        The natural (size-proportional) mixture ``{domain: share}`` to compare against
+        (``MixData.natural``); omitted when None or empty.
+    n_samples : int, default 30000
+        Dirichlet candidates (a third at each concentration).
+    top_k : int, default 64
+        Regression only: candidates averaged, and whose spread is reported.
+    level : float, default 0.95
+        Coverage of the intervals. For the regression it must be one of the ``levels`` the model
+        was fitted with, else no loss interval is given.
+    seed : int, default 0
+        Seed of the candidate sampling.
+
+    Returns
+    -------
+    dict
+        ``mixture`` ``{domain: share}``; ``predicted`` ``{validation domain: loss}`` there;
+        ``target`` (``sum_i w_i L_i``); ``target_weights``; ``constraints`` ``{domain: [lo, hi]}``;
+        ``constraint_reasons``; ``binding`` (domains within 1e-4 of a bound); ``candidates`` (how
+        many were scored); ``uniform`` and, when given, ``natural``: ``mixture``, ``target``,
+        ``gain`` (their target minus the optimum's; positive means the optimum is predicted better)
+        and ``feasible`` (inside ``box``).
+        With bootstrap draws (the mixing law): ``target_interval`` and ``predicted_interval``
+        (percentile intervals over the draws of the loss at the chosen mixture), ``mixture_interval``
+        ``{domain: [lo, hi]}`` (percentiles of each draw's own best candidate, so the uncertainty
+        of the mixture itself) and ``gain_interval`` under ``uniform`` / ``natural``.
+        Without draws (the regression, or a law fitted with ``bootstrap=0``): ``target_interval`` and
+        ``predicted_interval`` as ``value +- half-width`` from held-out residual quantiles (split
+        conformal; the target's from its own joint residuals when available, else the weighted sum
+        of the domains'), with ``interval_kind``, when the model has half-widths at ``level``; and
+        ``mixture_spread_top_k`` ``{domain: [min, max]}`` over the ``top_k`` best candidates.
+
+    Raises
+    ------
+    FitError
+        ``box`` is over other domains (or another order) than ``model``.
+    """
     if list(box.domains) != list(model.domains):
         raise FitError(f"constraints are over {box.domains}, the model over {model.domains}")
     M = len(box.domains)

@@ -1,0 +1,421 @@
+"""Build a recipe from sweeps: fit the laws, choose the full-size run, predict its loss.
+
+The steps, each its own function: the **target** (C, and the law's compute-optimal N and D at
+it), the **loss law** (Chinchilla approach 3, else 2), the **hyperparameters** (batch and peak LR
+from the fitted batch/LR laws, else the sweeps' settings), the **mixture** (from the data mixing
+law, else the sweeps' mixture), the **prediction** (the loss at the chosen N and D with its
+bootstrap interval, overall and per domain), and the **assembly** into a :class:`Recipe`.
+Laws not fitted take the sweeps' settings and are marked ``fitted: false``.
+
+Symbols as in :mod:`lab.counting`: N non-embedding parameters, D tokens, C training FLOPs in
+the lab's convention, B = ``batch_tokens`` the batch in tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+import lab
+from lab.config import ModelConfig, TrainConfig
+from lab.counting import ASPECT, DESIGN_HEAD_DIM, FFN_MULT, FFN_MULTIPLE_OF, counts, micro_batch_sizes
+from lab.counting import shape_for_params, steps_for_tokens
+from lab.fit import FitError, approach2, approach3, fit_hparams, fit_mixing_law, load_points, nested_predict
+from lab.fit.engine.allocation import FlopModel, optimal_allocation
+from lab.fit.engine.bootstrap import interval
+from lab.fit.engine.result import to_jsonable
+from lab.fit.hparams import load_hparams, predict_hparams
+from lab.fit.mixing.law import load_mixing, one_size, target_weights
+from lab.fit.mixing.optimize import make_box, optimize
+from lab.recipe.format import FORMAT, Recipe, RecipeError
+from lab.results import load_runs
+
+EXTRAPOLATION_WARN = 100.0  # target C / largest sweep C above which the recipe warns
+DEFAULT_MICRO_TOKENS = 4096  # micro-batch size in tokens the recipe aims for (memory, not maths)
+_OPTIM = ("schedule", "warmup", "min_lr_ratio", "decay", "decay_shape", "weight_decay", "beta1", "beta2", "eps",
+          "grad_clip")
+
+
+@dataclass
+class _Sweeps:
+    """The loss sweeps as the builder uses them."""
+
+    names: list[str]
+    runs: pd.DataFrame  # every run (the loss law's points are drawn from it)
+    settings: dict[str, Any]  # the shared settings of the completed runs (:func:`_settings`)
+    points: Any  # lab.fit points (N, D, C, loss) of the completed runs
+    flop_model: FlopModel
+
+
+@dataclass
+class _Target:
+    """C of the full-size run and the law's compute-optimal allocation at it."""
+
+    flops: float
+    n_opt: float
+    d_opt: float
+
+
+def build_recipe(sweeps: list[str], target_flops: float | None = None, target_params: float | None = None,
+                 target_tokens: float | None = None, approach: str = "auto", bootstrap: int = 500,
+                 seed: int = 0, hparam_sweeps: list[str] | None = None, mixing_sweeps: list[str] | None = None,
+                 mixing_weights: str | None = None) -> Recipe:
+    """Fit the sweeps and derive the full-size run at one target (C, N or D); see the module docstring.
+
+    Raises :class:`RecipeError` naming the input when no recipe can be built.
+    """
+    with np.errstate(all="ignore"):
+        _check_request(sweeps, target_flops, target_params, target_tokens, approach)
+        sw = _load_sweeps(sweeps)
+        notes: list[str] = []
+        res3, res2 = _fit_loss_law(sw, approach, bootstrap, seed, target_flops, notes)
+        tgt = _target(sw, res3, res2, target_flops, target_params, target_tokens)
+        if sw.settings["varied"]:
+            notes.append(f"the sweeps vary {', '.join(sw.settings['varied'])}; the recipe takes the most common value "
+                         "(fit the hyperparameter laws to choose them)")
+        if target_params is not None:  # the run's N is the one asked for (counts.N_opt_law says so too)
+            tgt.n_opt = float(target_params)
+        shape = shape_for_params(tgt.n_opt, **_rule(sw))
+        c = counts(shape)
+        # D spends C exactly with the shape actually chosen (unless D was the target)
+        tokens = float(target_tokens) if target_tokens is not None else tgt.flops / c["flops_per_token"]
+        batch_tokens, lr, hp_law = sw.settings["batch_tokens"], sw.settings["lr"], None
+        if hparam_sweeps:
+            batch_tokens, lr, hp_law = _hparams_from(hparam_sweeps, tgt.flops, sw.settings["seq_len"], bootstrap,
+                                                     seed, notes)
+        steps = steps_for_tokens(tokens, batch_tokens, "the recipe's D")
+        tokens = float(steps * batch_tokens)
+        mixture, mix_law = sw.settings["mixture"], None
+        if mixing_sweeps:
+            mixture, mix_law = _mixture_from(mixing_sweeps, float(c["params"]), tokens, mixing_weights, bootstrap,
+                                             seed, notes)
+        flops_run = tokens * c["flops_per_token"]
+        factor = flops_run / float(sw.points.C.max())
+        if factor > EXTRAPOLATION_WARN:
+            notes.append(f"extrapolating {factor:.0f}x beyond the largest sweep budget ({float(sw.points.C.max()):.3g} "
+                         "FLOPs): the fitted form may not hold that far; treat the interval as optimistic")
+        prediction = _predict(sw, res3, res2, c["params"], tokens, flops_run, bootstrap, seed, notes)
+        doc = _assemble(sw, res3 if res3 is not None else res2, tgt, (target_flops, target_params, target_tokens), shape, c, tokens,
+                        steps, batch_tokens, lr, mixture, prediction, hp_law, mix_law, factor, notes)
+    return Recipe.from_dict(to_jsonable(doc), "built recipe")
+
+
+def _check_request(sweeps: list[str], target_flops: float | None, target_params: float | None,
+                   target_tokens: float | None, approach: str) -> None:
+    """Exactly one positive target, a known approach, and sweep folders that exist."""
+    given = [x is not None for x in (target_flops, target_params, target_tokens)]
+    if sum(given) != 1:
+        raise RecipeError("give exactly one target: --target-flops C, --target-params N or --target-tokens D")
+    for name, v in (("--target-flops", target_flops), ("--target-params", target_params),
+                    ("--target-tokens", target_tokens)):
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise RecipeError(f"{name} must be a positive number, got {v!r}")
+    if approach not in ("auto", "2", "3"):
+        raise RecipeError(f"approach {approach!r}: allowed auto, 2, 3")
+    _require_dirs(sweeps, "sweep folder")
+
+
+def _require_dirs(sweeps: list[str], what: str) -> None:
+    for s in sweeps:
+        if not Path(s).is_dir():
+            raise RecipeError(f"{what} {s!r} does not exist")
+
+
+def _load_sweeps(sweeps: list[str]) -> _Sweeps:
+    runs = load_runs(*sweeps)
+    ok = runs[runs["status"] == "completed"] if "status" in runs.columns else runs
+    if "cooldown" in ok.columns:
+        ok = ok[~ok["cooldown"].fillna(False).astype(bool)]
+    if ok.empty:
+        raise RecipeError(f"no completed runs in {', '.join(sweeps)}")
+    pts = load_points(runs)
+    return _Sweeps(list(sweeps), runs, _settings(ok), pts, FlopModel(pts.N, pts.C, pts.D))
+
+
+def _rule(sw: _Sweeps) -> dict[str, Any]:
+    """The sweeps' shape rule, for :func:`lab.counting.shape_for_params`."""
+    keys = ("vocab_size", "seq_len", "aspect", "head_dim", "kv_ratio", "ffn_mult", "ffn_multiple_of", "tie_embeddings")
+    return {k: sw.settings[k] for k in keys}
+
+
+def _mode(runs: pd.DataFrame, col: str, default: Any = None) -> Any:
+    if col not in runs.columns:
+        return default
+    v = runs[col].dropna()
+    if v.empty:
+        return default
+    try:
+        return v.mode().iloc[0]
+    except TypeError:  # unhashable values (a mixture dict): the most common rendering
+        return v.astype(str).mode().iloc[0]
+
+
+def _settings(runs: pd.DataFrame) -> dict[str, Any]:
+    """The sweeps' shared settings: shape rule, data, optimiser (most common value per column)."""
+    dm, dt = ModelConfig(), TrainConfig()
+    s = {
+        "vocab_size": int(_mode(runs, "vocab_size", 256)),
+        "seq_len": int(_mode(runs, "seq_len", _mode(runs, "data.seq_len", 256))),
+        "aspect": int(_mode(runs, "design.aspect", _mode(runs, "model.aspect", ASPECT))),
+        "head_dim": int(_mode(runs, "design.head_dim", _mode(runs, "model.head_dim", DESIGN_HEAD_DIM))),
+        "kv_ratio": int(_mode(runs, "model.kv_ratio", 1)),
+        "ffn_mult": float(_mode(runs, "model.ffn_mult", FFN_MULT)),
+        "ffn_multiple_of": int(_mode(runs, "model.ffn_multiple_of", FFN_MULTIPLE_OF)),
+        "tie_embeddings": bool(_mode(runs, "model.tie_embeddings", False)),
+        "corpus": str(_mode(runs, "data.corpus", "builtin")),
+        "tokenizer": str(_mode(runs, "data.tokenizer", "byte")),
+        "bpe_vocab_size": int(_mode(runs, "data.bpe_vocab_size", 4096)),
+        "val_tokens": int(_mode(runs, "data.val_tokens", 32768)),
+        "batch_tokens": int(_mode(runs, "batch_tokens", 4096)),
+        "lr": float(_mode(runs, "lr", 3e-3)),
+    }
+    for k in _OPTIM:
+        default = getattr(dt, k)
+        v = _mode(runs, f"train.{k}", default)
+        s[k] = type(default)(v) if v is not None else default
+    vw = _mode(runs, "data.val_weights", "mixture")
+    if isinstance(vw, str) and vw.strip().startswith("{"):  # the tables store mappings as JSON text
+        vw = json.loads(vw)
+    s["val_weights"] = vw if isinstance(vw, (str, dict)) else "mixture"
+    for k in ("init_std", "rope_theta", "norm_eps"):
+        s[k] = float(_mode(runs, f"model.{k}", getattr(dm, k)))
+    s["varied"] = [c for c in ("lr", "batch_tokens", "train.schedule", "seq_len")
+                   if c in runs.columns and runs[c].dropna().nunique() > 1]
+    s["mixture"] = _swept_mixture(runs)
+    return s
+
+
+def _swept_mixture(runs: pd.DataFrame) -> dict[str, float] | str:
+    mix_cols = [c for c in runs.columns if c.startswith("mix_")]
+    rows = runs[mix_cols].dropna() if mix_cols else None
+    if rows is None or rows.empty:
+        return "natural"
+    return {c[4:]: float(rows.iloc[0][c]) for c in mix_cols}
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss law and target
+# ----------------------------------------------------------------------------------------------
+
+def _fit_loss_law(sw: _Sweeps, approach: str, bootstrap: int, seed: int, target_flops: float | None,
+                  notes: list[str]) -> tuple[Any, Any]:
+    """(approach-3 fit or None, approach-2 fit or None): approach 3 when asked or possible, else 2."""
+    res3 = res2 = None
+    if approach in ("auto", "3"):
+        try:
+            res3 = approach3(sw.points, bootstrap=bootstrap, seed=seed, target_flops=target_flops)
+        except FitError as e:
+            if approach == "3":
+                raise RecipeError(f"approach 3 cannot be fitted: {e}") from e
+            notes.append(f"approach 3 not fitted ({e}); using approach 2")
+    if res3 is None:
+        try:
+            res2 = approach2(sw.points, bootstrap=bootstrap, seed=seed, target_flops=target_flops)
+        except FitError as e:
+            raise RecipeError(f"no loss law can be fitted to {', '.join(sw.names)}: {e}") from e
+    return res3, res2
+
+
+def _allocation_for(res, fm: FlopModel, C: float) -> tuple[float, float]:
+    """Approach 3's compute-optimal (N, D) at C under the data's FLOP convention."""
+    law, th = res.extra["law"], res.extra["theta"][None, :]
+    n, d, _ = optimal_allocation(lambda lnN, lnD: np.exp(law.forward(th, {"lnN": lnN, "lnD": lnD})[0]), C, fm,
+                                 (0.0, math.log(C) - 1))
+    return float(n[0]), float(d[0])
+
+
+def _solve_C(fn: Callable[[float], float], target: float, lo: float, hi: float) -> float:
+    """C with fn(C) = target for increasing fn, by bisection in log C."""
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(60):
+        m = 0.5 * (a + b)
+        if fn(math.exp(m)) < target:
+            a = m
+        else:
+            b = m
+    return math.exp(0.5 * (a + b))
+
+
+def _target(sw: _Sweeps, res3, res2, target_flops: float | None, target_params: float | None,
+            target_tokens: float | None) -> _Target:
+    """C under the lab's convention for the requested target, and the law's (N_opt, D_opt) at it."""
+    if res3 is not None:
+        alloc = lambda C: _allocation_for(res3, sw.flop_model, C)  # noqa: E731
+    else:
+        p2 = res2.params
+        alloc = lambda C: (p2["G"] * C ** p2["a"], p2["H"] * C ** p2["b"])  # noqa: E731
+    if target_flops is not None:
+        C = float(target_flops)
+    elif target_params is not None:
+        C = _solve_C(lambda c: alloc(c)[0], float(target_params), 1e3, 1e35)
+    else:
+        C = _solve_C(lambda c: alloc(c)[1], float(target_tokens), 1e3, 1e35)
+    n_opt, d_opt = alloc(C)
+    if not (math.isfinite(n_opt) and math.isfinite(d_opt) and n_opt > 0 and d_opt > 0):
+        raise RecipeError(f"the fitted law gives no compute-optimal allocation at C={C:.3g} (N_opt={n_opt}, "
+                          f"D_opt={d_opt}); the fit is degenerate, look at the fit report")
+    for name, want, got in (("--target-params", target_params, n_opt), ("--target-tokens", target_tokens, d_opt)):
+        if want is not None and abs(math.log(got / want)) > 0.01:
+            raise RecipeError(f"{name} {want:.3g}: the fitted law never makes it compute-optimal "
+                              f"(closest: {got:.3g}); give --target-flops instead")
+    return _Target(C, n_opt, d_opt)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hyperparameters and mixture
+# ----------------------------------------------------------------------------------------------
+
+def _hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, seed: int,
+                  notes: list[str]) -> tuple[int, float, dict[str, Any]]:
+    """Batch (tokens, a power-of-two number of sequences) and peak LR from the fitted form-C laws."""
+    _require_dirs(sweeps, "--hparams sweep folder")
+    res = fit_hparams(load_hparams(load_runs(*sweeps), form="C"), form="C", bootstrap=min(bootstrap, 300),
+                      seed=seed, target_flops=C)
+    b_opt, lr_opt = predict_hparams(res.params, "C", C=C)
+    seqs = 2 ** max(0, round(math.log2(max(1.0, b_opt / seq_len))))
+    notes.extend(f"batch/LR law: {w}" for w in res.diagnostics["edge_warnings"])
+    iv = res.predictions
+    common = {"law": res.formula, "params": res.params, "intervals": res.intervals,
+              "sweeps": [str(Path(s).resolve()) for s in sweeps], "edge_warnings": res.diagnostics["edge_warnings"]}
+    law = {"batch_size": {**common, "B_opt_law": b_opt, "B_opt_interval": iv.get("B_opt_interval"),
+                          "rounding": f"{seqs} sequences of {seq_len} (nearest power of two)"},
+           "lr": {**common, "lr_opt_law": lr_opt, "lr_opt_interval": iv.get("lr_opt_interval")}}
+    return seqs * seq_len, float(lr_opt), law
+
+
+def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bootstrap: int, seed: int,
+                  notes: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    """The optimal mixture from mixture sweeps (lab.fit mixing): nested at the recipe's (N, D) when the
+    sweeps allow it, else the mixing law at their largest proxy size (said in the notes)."""
+    _require_dirs(sweeps, "--mixing sweep folder")
+    try:
+        data = load_mixing(load_runs(*sweeps))
+        w = target_weights(weights, data.val_domains)
+        try:
+            fit_data, rep = nested_predict(data, N, D)
+            how = f"nested: size law per mixture predicted at N={N:.3g}, D={D:.3g} ({rep['extrapolation']:.1f}x)"
+        except FitError as e:
+            fit_data, pooled = one_size(data, None)
+            where = (f"the largest proxy size with enough runs, N={float(np.nanmax(fit_data.N)):.3g}"
+                     if fit_data.N is not None and not pooled else "all proxy sizes pooled: " + str(pooled))
+            how = f"mixing law at {where} (not nested: {e})"
+            notes.append(f"mixture: {how}")
+        model = fit_mixing_law(fit_data, bootstrap=min(bootstrap, 200), seed=seed)
+        opt = optimize(model, w, make_box(data.domains, data_range=(fit_data.R.min(0), fit_data.R.max(0))),
+                       data.natural, seed=seed)
+    except FitError as e:
+        raise RecipeError(f"--mixing: {e}") from None
+    notes.append("prediction.loss_val is the loss law's, fitted on the loss sweeps' own mixture; the mixing law "
+                 f"expects the chosen mixture to change the target loss by {-opt['uniform']['gain']:+.4f} vs uniform")
+    law = {"law": "data mixing law (Ye et al. 2024)", "how": how, "target_weights": opt["target_weights"],
+           "predicted_target": opt["target"], "predicted_target_interval": opt.get("target_interval"),
+           "gain_vs_uniform": opt["uniform"]["gain"], "gain_vs_natural": opt.get("natural", {}).get("gain"),
+           "held_out_mae": model.diagnostics["held_out"].get("mae", {}).get("mean"),
+           "sweeps": [str(Path(s).resolve()) for s in sweeps]}
+    return {d: round(float(x), 6) for d, x in opt["mixture"].items()}, law
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction and assembly
+# ----------------------------------------------------------------------------------------------
+
+def _loss_at(res, N: float, D: float) -> tuple[float, list[float]]:
+    """Approach-3 loss at (N, D) and its bootstrap interval."""
+    p, s = res.params, res.samples
+    point = p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
+    if "E" in s:
+        with np.errstate(all="ignore"):
+            draws = s["E"] + s["A"] / N ** s["alpha"] + s["B"] / D ** s["beta"]
+        return float(point), list(interval(draws, res.level))
+    return float(point), [math.nan, math.nan]
+
+
+def _predict(sw: _Sweeps, res3, res2, N: float, D: float, flops_run: float, bootstrap: int, seed: int,
+             notes: list[str]) -> dict[str, Any]:
+    """The predicted loss_val at the recipe's run, with its interval; per domain under approach 3."""
+    prediction: dict[str, Any] = {"level": 0.95}
+    if res3 is None:
+        p2, s2 = res2.params, res2.samples
+        draws = (s2["C_c"] / flops_run) ** s2["alpha_C"] if "C_c" in s2 else np.array([])
+        prediction.update(loss_val=float((p2["C_c"] / flops_run) ** p2["alpha_C"]),
+                          loss_val_interval=list(interval(draws)),
+                          law="chinchilla approach 2 (L* = (C_c / C)^alpha_C through the IsoFLOP minima)",
+                          at={"C": flops_run})
+        notes.append("per-domain predictions need approach 3; not given")
+        return prediction
+    L, iv = _loss_at(res3, N, D)
+    prediction.update(loss_val=L, loss_val_interval=iv, law="chinchilla approach 3", at={"N": N, "D": D})
+    domains = {}
+    for col in [k for k in sw.runs.columns if k.startswith("loss_val_")]:
+        try:
+            r = approach3(load_points(sw.runs, loss=col), bootstrap=min(bootstrap, 200), seed=seed, holdout=False)
+            Ld, ivd = _loss_at(r, N, D)
+            domains[col[len("loss_val_"):]] = {"loss_val": Ld, "loss_val_interval": ivd}
+        except FitError as e:
+            notes.append(f"no per-domain law for {col}: {e}")
+    prediction["domains"] = domains
+    return prediction
+
+
+def _laws(fit, batch_tokens: int, lr: float, mixture: Any, hp_law: dict | None, mix_law: dict | None) -> dict:
+    """The ``laws`` section: each law used, its constants, and whether it was fitted."""
+    holdout = {k: v for k, v in (fit.diagnostics.get("holdout") or {}).items() if k != "errors_pct"}
+    return {
+        "loss": {"fitted": True, "law": fit.law, "formula": fit.formula, "params": fit.params,
+                 "intervals": fit.intervals, "n_points": fit.diagnostics.get("n_points"),
+                 "residual_rms_log": fit.diagnostics.get("residuals", {}).get("rms_log"), "holdout": holdout},
+        "batch_size": ({"fitted": True, "value": batch_tokens, **hp_law["batch_size"]} if hp_law else
+                       {"fitted": False, "value": batch_tokens, "source": "the sweeps' train.batch_tokens"}),
+        "lr": ({"fitted": True, "value": lr, **hp_law["lr"]} if hp_law else
+               {"fitted": False, "value": lr, "source": "the sweeps' train.lr"}),
+        "mixture": ({"fitted": True, "value": mixture, **mix_law} if mix_law else
+                    {"fitted": False, "value": mixture, "source": "the sweeps' training mixture"}),
+    }
+
+
+def _micro_batch(batch_seqs: int, seq_len: int) -> int:
+    """The largest micro-batch that divides the batch and holds at most DEFAULT_MICRO_TOKENS tokens."""
+    target = max(1, DEFAULT_MICRO_TOKENS // seq_len)
+    return max(m for m in micro_batch_sizes(batch_seqs) if m <= target)
+
+
+def _assemble(sw: _Sweeps, fit, tgt: _Target, targets: tuple, shape, c: dict, tokens: float, steps: int,
+              batch_tokens: int, lr: float, mixture: Any, prediction: dict, hp_law: dict | None,
+              mix_law: dict | None, factor: float, notes: list[str]) -> dict[str, Any]:
+    """The recipe document, section by section (the format's order)."""
+    st, pts = sw.settings, sw.points
+    batch_seqs = batch_tokens // st["seq_len"]
+    return {
+        "lab_recipe": FORMAT,
+        "lab_version": lab.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "target": dict(zip(("flops", "params", "tokens"), targets)),
+        "model": {"num_layers": shape.num_layers, "d_model": shape.d_model, "num_heads": shape.num_heads,
+                  "num_kv_heads": shape.num_kv_heads, "d_ff": shape.d_ff, "head_dim": shape.head_dim,
+                  "tie_embeddings": shape.tie_embeddings, "init_std": st["init_std"],
+                  "rope_theta": st["rope_theta"], "norm_eps": st["norm_eps"]},
+        "counts": {"params": c["params"], "params_total": c["params_total"], "tokens": tokens,
+                   "flops": tokens * c["flops_per_token"], "flops_per_token": c["flops_per_token"],
+                   "tokens_per_param": tokens / c["params"], "N_opt_law": tgt.n_opt, "D_opt_law": tgt.d_opt,
+                   "convention": pts.convention.get("C", "")},
+        "data": {"corpus": st["corpus"], "tokenizer": st["tokenizer"], "bpe_vocab_size": st["bpe_vocab_size"],
+                 "seq_len": st["seq_len"], "mixture": mixture, "val_weights": st["val_weights"],
+                 "val_tokens": st["val_tokens"]},
+        "train": {"tokens": tokens, "batch_tokens": batch_tokens, "batch_seqs": batch_seqs,
+                  "micro_batch": _micro_batch(batch_seqs, st["seq_len"]), "steps": steps, "lr": lr,
+                  **{k: st[k] for k in _OPTIM}},
+        "prediction": prediction,
+        "laws": _laws(fit, batch_tokens, lr, mixture, hp_law, mix_law),
+        "provenance": {"sweeps": [str(Path(s).resolve()) for s in sw.names], "runs_used": len(pts),
+                       "runs_dropped": len(pts.dropped), "largest_sweep_flops": float(pts.C.max()),
+                       "extrapolation_factor": factor, "flop_model": sw.flop_model.describe(),
+                       "convention": dict(pts.convention)},
+        "notes": notes,
+    }
