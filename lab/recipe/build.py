@@ -26,7 +26,7 @@ import pandas as pd
 import lab
 from lab.config import ModelConfig, TrainConfig
 from lab.counting import ASPECT, DESIGN_HEAD_DIM, FFN_MULT, FFN_MULTIPLE_OF, counts, micro_batch_sizes
-from lab.counting import shape_for_params, steps_for_tokens
+from lab.counting import shape_for_params, steps_for_tokens, tokens_for_flops
 from lab.fit import FitError, approach2, approach3, fit_hparams, fit_mixing_law, load_points, nested_predict
 from lab.fit.engine.allocation import FlopModel, optimal_allocation
 from lab.fit.engine.bootstrap import interval
@@ -85,7 +85,7 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
         shape = shape_for_params(tgt.n_opt, **_rule(sw))
         c = counts(shape)
         # D spends C exactly with the shape actually chosen (unless D was the target)
-        tokens = float(target_tokens) if target_tokens is not None else tgt.flops / c["flops_per_token"]
+        tokens = float(target_tokens) if target_tokens is not None else tokens_for_flops(tgt.flops, shape)
         batch_tokens, lr, hp_law = sw.settings["batch_tokens"], sw.settings["lr"], None
         if hparam_sweeps:
             batch_tokens, lr, hp_law = _hparams_from(hparam_sweeps, tgt.flops, sw.settings["seq_len"], bootstrap,
