@@ -82,12 +82,32 @@ def after_recipe_run(recipe: Recipe, result: dict[str, Any], run_dir: str | Path
     return bt
 
 
-def backtest_run(recipe: Recipe | dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Compare a recipe with the completed run in ``run_dir``; write ``backtest.json`` there."""
+def backtest_run(recipe: Recipe | dict[str, Any], run_dir: str | Path, recipe_path: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """Compare a recipe with the completed run in ``run_dir``; write ``backtest.json`` there.
+
+    With ``recipe_path``, the run must have been trained from that very file (its record holds the
+    file's hash): a back-test of a run against another recipe compares nothing and is refused.
+    """
     run_dir = Path(run_dir)
-    result = read_json(run_dir / "result.json")
-    if result.get("status") != "completed":
-        raise ValueError(f"{run_dir}: run status is {result.get('status')!r}; a back-test needs a completed run")
+    try:
+        result = read_json(run_dir / "result.json")
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir}: no result.json; a back-test needs a completed run") from None
+    except ValueError as e:
+        raise ValueError(f"{run_dir / 'result.json'}: not a readable JSON record ({e}); rerun the run") from None
+    if not isinstance(result, dict) or result.get("status") != "completed":
+        status = result.get("status") if isinstance(result, dict) else None
+        raise ValueError(f"{run_dir}: run status is {status!r}; a back-test needs a completed run")
+    if recipe_path is not None:
+        from lab.recipe.format import recipe_sha256
+
+        trained = result.get("recipe_sha256")
+        if trained != recipe_sha256(recipe_path):
+            why = (f"it was trained from {result.get('recipe')!r}, a different file or version" if trained
+                   else "its record names no recipe (trained from a config, or by an older lab)")
+            raise ValueError(f"{run_dir} was not trained from {recipe_path}: {why}; back-test the run against "
+                             f"the recipe it was trained from")
     bt = compare(recipe, result)
     atomic_write_json(run_dir / "backtest.json", bt)
     return bt
@@ -101,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from lab.recipe.format import RecipeError, load_recipe
     try:
-        bt = backtest_run(load_recipe(args.recipe), args.run_dir)
+        bt = backtest_run(load_recipe(args.recipe), args.run_dir, recipe_path=args.recipe)
     except (RecipeError, ValueError, FileNotFoundError) as e:
         print(f"lab.backtest: error: {e}", file=sys.stderr)
         return 2

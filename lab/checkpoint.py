@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pickle
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +22,86 @@ import torch
 from lab.io import atomic_write_bytes, atomic_write_text
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written; the message names the file and what to do."""
+
+
+class UnreadableCheckpoint(Exception):
+    """A checkpoint that cannot be loaded safely (truncated, empty, or holding code)."""
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` with ``torch.save``, atomically (a reader never sees half a file)."""
+    """Write ``state`` with ``torch.save``, atomically: a reader never sees half a file, and a failed
+    write (a full disk) leaves the previous checkpoint as it was."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; the previous checkpoint "
+                              "is intact: free space (or fix the folder) and rerun the same command to resume") from e
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` on CPU, or None when there is none."""
+    """The checkpoint at ``path`` on CPU, or None when there is none.
+
+    Loads with torch's safe loader (``weights_only=True``: tensors, plain containers and numbers,
+    nothing that runs code). Raises :class:`UnreadableCheckpoint` naming the file when it is
+    truncated, empty, not a checkpoint, or holds anything else.
+    """
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+        raise UnreadableCheckpoint(f"{path}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}")
+    if not isinstance(ckpt, dict) or not {"model", "optimizer", "state"} <= set(ckpt):
+        raise UnreadableCheckpoint(f"{path}: not a lab checkpoint (no model/optimizer/state)")
+    return ckpt
 
 
-def truncate_jsonl(path: Path, last_step: int, key: str = "step") -> None:
-    """Keep JSONL rows whose ``key`` is <= ``last_step`` (later ones will be written again)."""
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint out of the way (kept for inspection); return the new path."""
+    dest = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, dest)
+    return dest
+
+
+def truncate_jsonl(path: Path, last_step: int, key: str = "step") -> int:
+    """Keep JSONL rows whose ``key`` is <= ``last_step`` (later ones will be written again).
+
+    Lines that are not JSON objects with ``key`` (a line torn by a kill mid-write, garbage) are
+    dropped; returns how many.
+    """
     if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)[key] <= last_step]
+        return 0
+    keep, bad = [], 0
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not ln.strip():
+            continue
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get(key), (int, float)):
+            bad += 1
+        elif row[key] <= last_step:
+            keep.append(ln)
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    return bad
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every row of a JSONL file; [] when the file does not exist."""
+    """Every JSON-object row of a JSONL file (other lines skipped); [] when the file does not exist."""
     if not path.exists():
         return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    rows = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rows.append(json.loads(ln))
+        except json.JSONDecodeError:  # blank, torn or garbage: truncate_jsonl drops these on resume
+            continue
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> tuple[dict, dict]:

@@ -11,6 +11,7 @@ rule and FLOP arithmetic are in :mod:`lab.counting`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
 
@@ -136,6 +137,9 @@ class RunConfig:
             v = getattr(t, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"train.{name}: must be a positive finite number, got {v!r}")
+        if d.corpus not in ("builtin", "fixture") and not os.path.exists(os.path.expanduser(str(d.corpus))):
+            raise ValueError(f"data.corpus: {d.corpus!r} is neither builtin, fixture nor an existing folder "
+                             "(a built corpus, or one subfolder of text files per domain)")
         positive_int("data.seq_len", d.seq_len)
         positive_int("train.batch_tokens", t.batch_tokens)
         positive_int("data.val_tokens", d.val_tokens)

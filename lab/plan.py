@@ -15,7 +15,7 @@ from lab.config import RunConfig
 from lab.counting import Shape, counts, shape_from_config, steps_for_tokens, tokens_for_flops
 from lab.data.mixture import resolve_mixture
 from lab.data.shards import TokenCorpus
-from lab.schedule import warmup_steps
+from lab.schedule import check_warmup, warmup_steps
 
 EVAL_BUDGET_FRACTION = 0.1  # automatic intermediate evals cost at most ~10% of training FLOPs
 MAX_AUTO_EVALS = 20  # train.eval_every=0: at most this many evaluations
@@ -72,6 +72,7 @@ def plan_run(cfg: RunConfig, corpus: TokenCorpus) -> RunPlan:
     target_tokens = float(t.tokens) if t.tokens is not None else tokens_for_flops(float(t.flops), shape)
     steps = steps_for_tokens(target_tokens, t.batch_tokens, "train.tokens" if t.tokens is not None else "train.flops")
     tokens = float(steps * t.batch_tokens)
+    check_warmup(t.warmup, steps, t.batch_tokens)
     val_tokens_total = sum(min(d.val_tokens, len(corpus.domains[n].val)) for n in corpus.names)
     return RunPlan(
         shape=shape, counts=c, mixture=mixture, val_weights=val_weights, eval_domains=list(corpus.names),

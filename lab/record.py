@@ -49,7 +49,8 @@ def result_record(cfg: RunConfig, plan: RunPlan, run: dict[str, Any], state: dic
         "wall_s": wall, "tokens_per_s": steps * B / max(1e-9, wall), "flops_per_s": steps * B * fpt / max(1e-9, wall),
         "device": hardware["device"], "dtype": hardware["dtype"], "threads": hardware["threads"],
         "resumes": state["resumes"], "gns_B_noise": gns, "cooldowns": run["cooldowns"],
-        "world_size": hardware["world_size"], "parallel": hardware["parallel"], "recipe": cfg.recipe, "tags": cfg.tags,
+        "world_size": hardware["world_size"], "parallel": hardware["parallel"], "recipe": cfg.recipe,
+        "recipe_sha256": run.get("recipe_sha256"), "corpus_fingerprint": run.get("corpus_fingerprint"), "tags": cfg.tags,
     }
 
 

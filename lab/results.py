@@ -16,7 +16,11 @@ Every run folder (anything holding a ``result.json`` or a ``config.yaml`` writte
   ``loss``, ``lr`` and, at evaluation steps, ``loss_val`` and ``loss_val_<domain>``.
 
 Runs without a ``result.json`` are listed with status ``incomplete`` (running, killed, or not
-started), never dropped. Collection is incremental and safe under concurrent writers: each run's
+started), never dropped. A run whose ``result.json`` or ``config.yaml`` cannot be read is listed with
+status ``corrupt`` and the file and reason in ``error``; the rest of the sweep is used. Lines of
+``metrics.jsonl`` that are not JSON (other than a last line still being written) are skipped and
+counted in ``metrics_bad_lines``. Reading never writes: when the sweep folder is read-only (a
+colleague's, on a shared file system) the cache is skipped. Collection is incremental and safe under concurrent writers: each run's
 rows are cached in ``<sweep>/.lab/`` keyed by the size and mtime of its files; runs write their own
 files atomically, and the cache is replaced atomically under a lock, so a reader never sees a
 half-written table and a run finishing mid-collection is picked up on the next call.
@@ -25,6 +29,7 @@ half-written table and a run finishing mid-collection is picked up on the next c
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import json
 import math
@@ -98,13 +103,16 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]],
     row: dict[str, Any] = {"sweep": sweep, "run": run, "cooldown": False}
     branches: list[dict[str, Any]] = []
     cfg_path, res_path, met_path = (run_dir / n for n in ("config.yaml", "result.json", "metrics.jsonl"))
+    damage = []
     if cfg_path.exists():
-        with open(cfg_path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f) or {}
-        row.update(_flatten(doc.get("config", {})))
-    if res_path.exists():
-        with open(res_path, encoding="utf-8") as f:
-            res = json.load(f)
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                doc = yaml.safe_load(f) or {}
+            row.update(_flatten(doc.get("config", {}) if isinstance(doc, dict) else {}))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            damage.append(f"{cfg_path}: unreadable ({type(e).__name__}: {_first_line(e)})")
+    res = _read_record(res_path, damage) if res_path.exists() else None
+    if res is not None:
         if "config" in res and "model.depth" not in row:  # failed before config.yaml was written
             row.update(_flatten(res["config"]))
         for k, v in res.items():
@@ -129,20 +137,13 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]],
                 row[k] = json.dumps(v, sort_keys=True)
             else:
                 row[k] = v
-    else:
+    elif not res_path.exists():
         row["status"] = "incomplete"
-    curves: list[dict[str, Any]] = []
-    if met_path.exists():
-        with open(met_path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line being written right now; picked up next time
-                curves.append({"sweep": sweep, "run": run, **rec})
+    if damage:  # a damaged record is listed, with the file and what to do, never hidden or fatal
+        row["status"], row["error"] = "corrupt", "; ".join(damage) + " (rerun the run, or delete the folder)"
+    curves, bad = _read_curves(met_path, sweep, run) if met_path.exists() else ([], 0)
+    if bad:
+        row["metrics_bad_lines"] = bad
     rows = [row]
     for b in branches:
         branch = {k: v for k, v in row.items() if not k.startswith(("loss_val", "bpb_val", "loss_train"))}
@@ -151,6 +152,52 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]],
         branch.update({k: v for k, v in b.items() if k.startswith(("loss_val", "bpb_val"))})
         rows.append(branch)
     return rows, curves
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def _read_record(path: Path, damage: list[str]) -> dict[str, Any] | None:
+    """``result.json`` as a dict, or None with the reason appended to ``damage``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            res = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        damage.append(f"{path}: not a readable JSON record ({type(e).__name__}: {_first_line(e)})")
+        return None
+    if not isinstance(res, dict):
+        damage.append(f"{path}: not a JSON object")
+        return None
+    return res
+
+
+def _read_curves(path: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]], int]:
+    """Curve rows of ``metrics.jsonl`` and the number of garbage lines skipped.
+
+    A last line without its newline is being written right now (or was torn by a kill): it is
+    skipped silently and picked up next time. Any other line that is not a JSON object counts.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return [], 1
+    lines = text.split("\n")
+    lines.pop()  # "" when the file ends with a newline, else the line being written: skipped
+    curves, bad = [], 0
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if not isinstance(rec, dict) or "step" not in rec:
+            bad += 1
+            continue
+        curves.append({"sweep": sweep, "run": run, **rec})
+    return curves, bad
 
 
 def _fingerprint(run_dir: Path) -> list[int]:
@@ -246,11 +293,19 @@ def _load_cache(cache: Path) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | 
 
 
 def _save_cache(cache: Path, index: dict, runs: pd.DataFrame, curves: pd.DataFrame) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
-    with locked(cache / ".lock"):
-        atomic_write_bytes(cache / "runs.parquet", _parquet_bytes(runs))
-        atomic_write_bytes(cache / "curves.parquet", _parquet_bytes(curves))
-        atomic_write_bytes(cache / "index.json", json.dumps(index, sort_keys=True).encode())
+    """Replace the cache atomically under its lock; skipped when the folder cannot be written (read-only)."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with locked(cache / ".lock"):
+            atomic_write_bytes(cache / "runs.parquet", _parquet_bytes(runs))
+            atomic_write_bytes(cache / "curves.parquet", _parquet_bytes(curves))
+            atomic_write_bytes(cache / "index.json", json.dumps(index, sort_keys=True).encode())
+    except PermissionError:  # EACCES: a colleague's sweep; reading never requires writing
+        return
+    except OSError as e:
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return
+        raise
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
@@ -300,9 +355,13 @@ def summary(runs: pd.DataFrame) -> str:
         if c in view:
             view[c] = view[c].map(lambda v, f=f: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f(v))
     lines.append(view.to_string(index=False))
-    failed = runs[runs["status"].isin(["failed", "diverged"])] if "status" in runs else runs.iloc[:0]
+    failed = runs[runs["status"].isin(["failed", "diverged", "corrupt"])] if "status" in runs else runs.iloc[:0]
     for _, r in failed.iterrows():
         lines.append(f"  {r['run']}: {r['status']}: {r.get('error')}")
+    if "metrics_bad_lines" in runs:
+        for _, r in runs[runs["metrics_bad_lines"].fillna(0) > 0].iterrows():
+            lines.append(f"  {r['run']}: metrics.jsonl has {int(r['metrics_bad_lines'])} line(s) that are not JSON "
+                         "rows; skipped in the curves table")
     return "\n".join(lines)
 
 

@@ -14,6 +14,14 @@ from __future__ import annotations
 import math
 
 
+def check_warmup(warmup: float, steps: int, batch_tokens: int) -> None:
+    """Refuse a warmup given in steps that is not shorter than the run: its LR would never decay."""
+    if warmup >= 1 and warmup >= steps:
+        raise ValueError(f"train.warmup: {warmup:g} steps is not shorter than the run's {steps} steps "
+                         f"(D={steps * batch_tokens:.4g} tokens / B={batch_tokens}); give a fraction "
+                         f"(e.g. train.warmup=0.1) or fewer steps")
+
+
 def warmup_steps(warmup: float, total: int) -> int:
     w = int(round(warmup * total)) if warmup < 1 else int(warmup)
     return max(0, min(w, total - 1))

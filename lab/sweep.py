@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lab.config import DesignConfig, RunConfig, SweepConfig, register_configs, to_run_config
+from lab.schedule import check_warmup
 from lab.designs import (
     RunSpec,
     ShapeRule,
@@ -45,6 +46,7 @@ from lab.designs import (
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS, CONF = ROOT / "sweeps", ROOT / "conf"
 PROGRESS_EVERY_S = 15.0
+_ENDED: dict[str, Any] = {}  # the driver's callback leaves the finished sweep's counts here for main()
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,6 +106,7 @@ def job_config(cfg: SweepConfig) -> tuple[SweepConfig, RunSpec]:
     else:
         spec = _plain_spec(cfg)
     cfg.validate()
+    check_warmup(cfg.train.warmup, max(1, round(spec.tokens / spec.batch_tokens)), spec.batch_tokens)
     return cfg, spec
 
 
@@ -403,6 +406,7 @@ class SweepCallback(Callback):  # type: ignore[misc]
         self._stop.set()
         sweep_dir = Path(config.hydra.sweep.dir)
         tables = collect([sweep_dir])
+        _ENDED.update(dir=sweep_dir, counts=sweep_status(sweep_dir))
         print(f"\n[sweep] finished in {time.time() - self._t0:.0f}s: {sweep_dir}")
         print(summary(tables.runs))
         if len(tables.runs):
@@ -459,11 +463,31 @@ def main() -> None:
         sys.exit(2)
     if plan_only:
         return
+    if not ({"-m", "--multirun"} & set(argv)):  # without -m Hydra would run one job, without the sweep's values
+        print(f"error: a sweep is a Hydra multirun: add -m (python -m lab.sweep -cn {name} -m ...); "
+              f"--plan shows the plan without launching", file=sys.stderr)
+        sys.exit(2)
     import hydra
 
     register_configs()
     sys.argv = [sys.argv[0], *argv, f"hydra.searchpath=[file://{CONF}]"]
     hydra.main(version_base="1.3", config_path=str(SWEEPS), config_name=None)(run_job)()
+    import lab.sweep as this  # the callback ran in the imported module, not in __main__
+
+    sys.exit(_exit_status(this._ENDED.get("counts"), this._ENDED.get("dir")))
+
+
+def _exit_status(counts: dict[str, int] | None, sweep_dir: Path | None = None) -> int:
+    """0 when at least one run completed (a diverged LR is a result); 1 when runs ran and none completed."""
+    if not counts:
+        return 0
+    ran = sum(n for s, n in counts.items() if s not in ("running", "skipped"))
+    if ran and not counts.get("completed"):
+        said = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n)
+        print(f"[sweep] error: no run completed ({said}); see each run's error with python -m lab.results "
+              f"{sweep_dir}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -56,14 +56,24 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lab.checkpoint import full_state, load_checkpoint, load_state, read_jsonl, save_checkpoint, truncate_jsonl
+from lab.checkpoint import (
+    CheckpointError,
+    UnreadableCheckpoint,
+    full_state,
+    load_checkpoint,
+    load_state,
+    read_jsonl,
+    save_checkpoint,
+    set_aside,
+    truncate_jsonl,
+)
 from lab.config import RunConfig, to_run_config
 from lab.counting import micro_batch_sizes
 from lab.data import load_corpus
 from lab.data.mixture import MixtureSampler, validation_set
 from lab.data.shards import TokenCorpus
 from lab.hardware import Parallel, autocast_dtype, init_distributed, keep_freed_memory, pick_device, shard, world, wrap
-from lab.io import atomic_write_json, atomic_write_text, read_json
+from lab.io import atomic_write_json, atomic_write_text, read_json, try_locked
 from lab.model import Transformer
 from lab.plan import RunPlan, plan_run
 from lab.record import failure_record, result_record
@@ -93,6 +103,7 @@ class Session:
     par: Parallel
     sampler: MixtureSampler
     val_sets: dict[str, torch.Tensor]
+    recipe_sha256: str | None = None  # the recipe file this run was trained from (for the back-test)
 
     @property
     def ckpt_path(self) -> Path:
@@ -115,28 +126,51 @@ class Session:
 def train(cfg: RunConfig | Any) -> dict[str, Any]:
     """Run (or resume, or skip if done) one training run; return its result record."""
     cfg = to_run_config(cfg)
+    recipe_sha = None
     if cfg.recipe:
-        from lab.recipe.format import apply_recipe, load_recipe
+        from lab.recipe.format import apply_recipe, load_recipe, recipe_sha256
 
-        cfg = apply_recipe(cfg, load_recipe(cfg.recipe))
+        cfg, recipe_sha = apply_recipe(cfg, load_recipe(cfg.recipe)), recipe_sha256(cfg.recipe)
     cfg.validate()
     run_dir = Path(cfg.run_dir)
-    result_path = run_dir / "result.json"
-    if result_path.exists():
-        prev = read_json(result_path)
-        if prev.get("status") == "completed":
-            _say(cfg, f"[train] {run_dir} already completed; skipping (delete result.json to rerun)")
-            return prev
+    prev = _completed(run_dir)
+    if prev is not None:
+        _say(cfg, f"[train] {run_dir} already completed; skipping (delete result.json to rerun)")
+        return prev
     run_dir.mkdir(parents=True, exist_ok=True)
+    if world()[0] != 0:  # rank 0 holds the run folder for the process group
+        return _train(cfg, run_dir, recipe_sha)
+    with try_locked(run_dir / ".lock") as held:
+        if not held:
+            msg = f"{run_dir} is being trained by another process (it holds {run_dir / '.lock'}); skipping"
+            print(f"[train] {msg}", file=sys.stderr, flush=True)
+            return {"status": "busy", "error": msg, "run_dir": str(run_dir)}
+        prev = _completed(run_dir)  # the other process may have finished it while we waited
+        return prev if prev is not None else _train(cfg, run_dir, recipe_sha)
+
+
+def _completed(run_dir: Path) -> dict[str, Any] | None:
+    """The record of a completed run in ``run_dir``, else None (a damaged record is not a completed one)."""
+    try:
+        prev = read_json(run_dir / "result.json")
+    except (OSError, ValueError):
+        return None
+    return prev if isinstance(prev, dict) and prev.get("status") == "completed" else None
+
+
+def _train(cfg: RunConfig, run_dir: Path, recipe_sha: str | None) -> dict[str, Any]:
     started = time.time()
     try:
         s = setup(cfg, run_dir)
+        s.recipe_sha256 = recipe_sha
         state = resume(s)
         return finish(s, state, run_steps(s, state))
     except Exception as e:  # record the failure before it propagates: failed runs are never lost
-        if world()[0] != 0:
-            raise
-        atomic_write_json(result_path, failure_record(cfg, e, started))
+        if world()[0] == 0:
+            try:
+                atomic_write_json(run_dir / "result.json", failure_record(cfg, e, started))
+            except OSError as w:  # a full disk: say so, keep the original error
+                print(f"[train] could not write the failure record {run_dir / 'result.json'}: {w}", file=sys.stderr)
         raise
 
 
@@ -215,20 +249,45 @@ def resume(s: Session) -> dict[str, Any]:
     """The loop's state: from the checkpoint when there is one (metrics cut back to it), else fresh."""
     state = {"step": 0, "elapsed": 0.0, "initial_loss": None, "win_loss": 0.0, "win_n": 0, "resumes": 0,
              "gns_G2": None, "gns_S": None}
-    ckpt = load_checkpoint(s.ckpt_path)
+    ckpt = _safe_checkpoint(s)
     if ckpt is not None:
+        _check_same_corpus(s, ckpt)
         load_state(s.model, s.optimizer, ckpt, s.par.fsdp)
         state = ckpt["state"]
         state["resumes"] += 1
         if s.rank == 0:
-            truncate_jsonl(s.metrics_path, state["step"])
-            truncate_jsonl(s.cooldowns_path, state["step"], key="branch_start")
+            bad = truncate_jsonl(s.metrics_path, state["step"]) + truncate_jsonl(
+                s.cooldowns_path, state["step"], key="branch_start")
+            if bad:
+                _warn(f"[train] dropped {bad} torn or garbage line(s) from {s.metrics_path.name}/"
+                      f"{s.cooldowns_path.name} (a kill mid-write); the steps after the checkpoint run again")
         _say(s.cfg, f"[train] resuming {s.run_dir} from step {state['step']}/{s.plan.steps}")
     elif s.metrics_path.exists() and s.rank == 0:
         s.metrics_path.unlink()  # a run that died before its first checkpoint starts over
         s.cooldowns_path.unlink(missing_ok=True)
     _announce(s)
     return state
+
+
+def _safe_checkpoint(s: Session) -> dict[str, Any] | None:
+    """The checkpoint, loaded safely; an unreadable one is set aside (kept) and the run starts over."""
+    try:
+        return load_checkpoint(s.ckpt_path)
+    except UnreadableCheckpoint as e:
+        if s.world > 1:
+            raise ValueError(f"checkpoint {e}; move it away (or delete it) to start the run over") from None
+        moved = set_aside(s.ckpt_path)
+        _warn(f"[train] checkpoint unreadable ({e}); kept as {moved.name}; starting the run over from step 0")
+        return None
+
+
+def _check_same_corpus(s: Session, ckpt: dict[str, Any]) -> None:
+    """Refuse to resume on data that changed since the checkpoint (files added to a user corpus, say)."""
+    was, now = ckpt.get("corpus"), s.corpus.fingerprint
+    if was is not None and was != now:
+        raise ValueError(f"data.corpus: {s.cfg.data.corpus!r} changed since {s.ckpt_path} was written (fingerprint "
+                         f"{was} -> {now}); resuming would continue on different data. Restore the corpus, or "
+                         f"delete {s.ckpt_path} to start the run over")
 
 
 def _announce(s: Session) -> None:
@@ -348,7 +407,8 @@ def _checkpoint(s: Session, state: dict, clock: dict, done: int) -> None:
     clock["seg_start"], clock["seg_tokens"] = time.time(), 0
     model_sd, optim_sd = full_state(s.model, s.optimizer, s.par.fsdp)
     if s.rank == 0:
-        save_checkpoint(s.ckpt_path, {"model": model_sd, "optimizer": optim_sd, "state": state})
+        save_checkpoint(s.ckpt_path, {"model": model_sd, "optimizer": optim_sd, "state": state,
+                                      "corpus": s.corpus.fingerprint})
         if _hold_after_checkpoint(state):
             clock["seg_start"] = time.time()
 
@@ -412,7 +472,8 @@ def finish(s: Session, state: dict[str, Any], out: Outcome) -> dict[str, Any]:
     cfg = s.cfg
     run = {"status": out.status, "error": out.error, "run_dir": str(s.run_dir), "steps": out.steps,
            "wall_s": out.wall_s, "corpus": s.corpus.meta.get("corpus"), "tokenizer": s.corpus.tokenizer,
-           "vocab_size": s.corpus.vocab_size, "cooldowns": read_jsonl(s.cooldowns_path)}
+           "vocab_size": s.corpus.vocab_size, "cooldowns": read_jsonl(s.cooldowns_path),
+           "corpus_fingerprint": s.corpus.fingerprint, "recipe_sha256": s.recipe_sha256}
     hardware = {"device": s.device.type, "dtype": "bfloat16" if s.dtype else "float32",
                 "threads": torch.get_num_threads(), "world_size": s.world,
                 "parallel": cfg.train.parallel if s.world > 1 else "none"}
@@ -452,6 +513,12 @@ class _NoTrackers:
         pass
 
 
+def _warn(msg: str) -> None:
+    """Something the user must see (progress off or not): stderr, rank 0."""
+    if world()[0] == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
 def _say(cfg: RunConfig, msg: str) -> None:
     if cfg.train.progress and world()[0] == 0:
         print(msg, flush=True)
@@ -483,6 +550,9 @@ def _hydra_main() -> None:
         except ValueError as e:  # bad config or data: one clear line, no traceback
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except CheckpointError as e:  # a full disk: the run is recorded failed and resumes when rerun
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
         if result["status"] != "completed":
             print(f"[train] run ended with status {result['status']}: {result.get('error')}", file=sys.stderr)
             sys.exit(1)

@@ -40,6 +40,14 @@ def fixture_corpus() -> str:
     return "fixture"
 
 
+@pytest.fixture
+def lab_home(tmp_path, monkeypatch) -> Path:
+    """A private LAB_HOME (corpus cache) for tests that import or build corpora."""
+    home = tmp_path / "labhome"
+    monkeypatch.setenv("LAB_HOME", str(home))
+    return home
+
+
 def tiny_run(run_dir: Path, corpus: str | os.PathLike, **train) -> RunConfig:
     """A ~27k-parameter proxy on ``corpus``: the pulse used by the trainer tests."""
     t = dict(tokens=64 * 2048, batch_tokens=2048, lr=3e-3, progress=False, threads=1)

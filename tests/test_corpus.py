@@ -54,13 +54,6 @@ def _check_layout(out: Path) -> dict:
     return m
 
 
-@pytest.fixture
-def lab_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "labhome"
-    monkeypatch.setenv("LAB_HOME", str(home))
-    return home
-
-
 # ---------------------------------------------------------------------------------- cleaning
 
 
@@ -298,6 +291,24 @@ def test_user_corpus_errors(tmp_path, lab_home, make, message):
     make(src)
     with pytest.raises(ValueError, match=message):
         B.build_user_corpus(src, progress=False)
+
+
+def test_user_corpus_skips_binary_and_non_utf8_files(tmp_path, lab_home, capsys):
+    src = _user_folder(tmp_path)
+    (src / "prose" / "scan.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
+    (src / "prose" / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    out = B.build_user_corpus(src, progress=True)
+    m = _check_layout(out)
+    skipped = [s["reason"] for s in m["skipped"] if s.get("domain") == "prose"]
+    assert len(skipped) == 2 and any("binary" in r for r in skipped) and any("not UTF-8" in r for r in skipped)
+    texts = [r["text"] for s in ("train", "val") for r in _read_jsonl(out / "text" / f"prose.{s}.jsonl")]
+    assert not any("\ufffd" in t for t in texts)  # nothing of them was trained on
+    assert "skipped 2 file(s) that are not UTF-8 text" in capsys.readouterr().err
+    only_bad = tmp_path / "bad"
+    (only_bad / "prose").mkdir(parents=True)
+    (only_bad / "prose" / "a.txt").write_bytes(b"\xff\xfe\x00x")
+    with pytest.raises(ValueError, match=r"holds no text \(1 file\(s\) skipped as not UTF-8 text\)"):
+        B.build_user_corpus(only_bad, progress=False)
 
 
 def test_user_corpus_missing_folder(tmp_path, lab_home):

@@ -89,7 +89,7 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
         if len(runs):  # a row is either complete or marked incomplete, never garbage
             assert set(runs["status"]) <= {"completed", "incomplete"}
             done = runs[runs["status"] == "completed"]
-            assert done["loss_val"].notna().all()
+            assert done.empty or done["loss_val"].notna().all()  # (no column yet while nothing has completed)
     for p in procs:
         p.join()
     runs = collect([sweep]).runs

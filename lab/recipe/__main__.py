@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import lab.recipe
+from lab.cli import join_negative_numbers
 from lab.recipe.build import build_recipe
 from lab.recipe.format import RecipeError, summary, write_recipe
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "('a=1,b=2'; default equal)")
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(join_negative_numbers(argv))
     try:
         r = build_recipe(args.sweeps, args.target_flops, args.target_params, args.target_tokens, args.approach,
                          args.bootstrap, args.seed, args.hparams, args.mixing, args.mixing_weights)

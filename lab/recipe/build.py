@@ -124,6 +124,10 @@ def _check_request(sweeps: list[str], target_flops: float | None, target_params:
 
 def _require_dirs(sweeps: list[str], what: str) -> None:
     for s in sweeps:
+        if Path(s).is_file():
+            raise RecipeError(f"{what} {s!r} is a file (a table?), not a sweep folder: a recipe is built from run "
+                              "folders, whose configs give the shape rule, data and optimiser; pass the sweep "
+                              "folder(s) the table was made from")
         if not Path(s).is_dir():
             raise RecipeError(f"{what} {s!r} does not exist")
 

@@ -13,6 +13,7 @@ another lab version is refused.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import yaml
 
 import lab
 from lab.config import SCHEDULES, ModelConfig, RunConfig, TrainConfig
-from lab.counting import micro_batch_sizes, resolve_shape
+from lab.counting import micro_batch_sizes, non_embedding_params, resolve_shape
 
 FORMAT = 1
 SBATCH_GPUS = 8  # GPUs per node the written sbatch script assumes (edit the script for your cluster)
@@ -225,6 +226,7 @@ def _from_dict(r: Any, where: str) -> Recipe:
     _check_train(r["train"], where)
     _check_mixture(r["data"].get("mixture", "natural"), where)
     sections = {k: _section(k, r[k], where) for k in _SECTIONS}
+    _check_prediction_matches(r, where)
     rest = {k: r[k] for k in Recipe._ORDER if k in r and k not in _SECTIONS}
     rec = Recipe(**sections, **rest)
     try:
@@ -232,6 +234,33 @@ def _from_dict(r: Any, where: str) -> Recipe:
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {e}") from e
     return rec
+
+
+def _check_prediction_matches(r: Mapping, where: str) -> None:
+    """Refuse a recipe whose run no longer is the one its loss was predicted for (a hand edit of the
+    shape, the tokens or the mixture that left the prediction behind)."""
+    m, t, counts = r["model"], r["train"], r.get("counts") or {}
+    shape = resolve_shape(vocab_size=256, seq_len=int(r["data"].get("seq_len", 256)), num_layers=m["num_layers"],
+                          d_model=m["d_model"], num_heads=m["num_heads"], num_kv_heads=m["num_kv_heads"],
+                          d_ff=m["d_ff"], head_dim=m["head_dim"], tie_embeddings=bool(m.get("tie_embeddings", False)))
+    n, d = non_embedding_params(shape), float(t["tokens"])
+    at = r["prediction"].get("at") or {}
+    claims = [("counts.params", counts.get("params"), n), ("prediction.at.N", at.get("N"), n),
+              ("counts.tokens", counts.get("tokens"), d), ("prediction.at.D", at.get("D"), d)]
+    for name, claimed, actual in claims:
+        if claimed is not None and not math.isclose(float(claimed), actual, rel_tol=1e-9):
+            raise RecipeError(f"{where}: the prediction is for {name} = {float(claimed):.6g}, but the model and train "
+                              f"sections now give {actual:.6g}: an edit changed the run without its predicted loss; "
+                              "undo the edit or rebuild the recipe with python -m lab.recipe")
+    law = ((r.get("laws") or {}).get("mixture") or {})
+    if "value" in law and law["value"] != r["data"].get("mixture", "natural"):
+        raise RecipeError(f"{where}: data.mixture {r['data'].get('mixture')!r} is not the mixture the recipe was built "
+                          f"for ({law['value']!r}, laws.mixture.value): undo the edit or rebuild the recipe")
+
+
+def recipe_sha256(path: str | Path) -> str:
+    """The recipe file's content hash: a run records it, and the back-test checks the run was trained from it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_recipe(path: str | Path) -> Recipe:

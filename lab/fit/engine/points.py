@@ -109,6 +109,11 @@ def _pick(df: pd.DataFrame, role: str, given: str | None) -> str | None:
     return None
 
 
+def _status_counts(df: pd.DataFrame) -> str:
+    counts = df["status"].astype(str).value_counts()
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
 def load_points(source: str | os.PathLike | pd.DataFrame, N: str | None = None, D: str | None = None,
                 C: str | None = None, loss: str | None = None, cooldowns: bool = False) -> Points:
     """Read and validate a table for fitting.
@@ -119,6 +124,9 @@ def load_points(source: str | os.PathLike | pd.DataFrame, N: str | None = None, 
     df, where = read_table(source)
     cols = {role: _pick(df, role, given) for role, given in (("N", N), ("D", D), ("C", C), ("loss", loss))}
     if cols["loss"] is None:
+        if "status" in df.columns and not df["status"].astype(str).isin(LAB_OK_STATUS).any():
+            raise FitError(f"no point to fit in {where}: none of its {len(df)} runs completed "
+                           f"({_status_counts(df)}); see each run's error in `python -m lab.results`")
         raise FitError(f"no loss column: pass --loss COL (tried {', '.join(ALIASES['loss'])})")
     if cols["N"] is None:
         raise FitError(f"no N column: pass --N COL (tried {', '.join(ALIASES['N'])})")
@@ -152,6 +160,12 @@ def load_points(source: str | os.PathLike | pd.DataFrame, N: str | None = None, 
             rows = ", ".join(ids[i] for i in np.flatnonzero(nonpos)[:5])
             raise FitError(f"column {c!r} has {int(nonpos.sum())} non-positive value(s) ({rows}); "
                            "laws are fitted in log space, so N, D, C and loss must be > 0")
+    if not keep.any():
+        reasons: dict[str, int] = {}
+        for d_ in dropped:
+            reasons[d_["reason"]] = reasons.get(d_["reason"], 0) + 1
+        said = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])) or "no rows"
+        raise FitError(f"no point left to fit in {where}: all {len(df)} rows were dropped ({said})")
     sub = df[keep]
     num = lambda c: pd.to_numeric(sub[c], errors="coerce").to_numpy(float)  # noqa: E731
     n, l = num(cols["N"]), num(cols["loss"])

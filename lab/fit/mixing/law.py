@@ -378,10 +378,14 @@ class MixingLaw(MixModel):
 
 
 def _require_runs(data: MixData, n_params: int, what: str) -> None:
-    if len(data) < n_params + 1:
-        raise FitError(f"{what}: {len(data)} runs for {n_params} parameters per validation domain "
-                       f"({len(data.domains)} training domains); need at least {n_params + 1} runs "
-                       f"with distinct mixtures")
+    """Enough runs, and enough *distinct* mixtures: seeds of one mixture say nothing about how the
+    loss moves with the mixture, so a sweep of a single mixture is refused as not identifiable."""
+    distinct = len(np.unique(np.round(np.asarray(data.R, float), 4), axis=0)) if len(data) else 0
+    if len(data) < n_params + 1 or distinct < n_params + 1:
+        raise FitError(f"{what}: {len(data)} runs with {distinct} distinct mixture(s) for {n_params} parameters per "
+                       f"validation domain ({len(data.domains)} training domains); need at least {n_params + 1} "
+                       f"runs with distinct mixtures (a mixture sweep, e.g. sweeps/mixture.yaml), else the law is not "
+                       f"identifiable")
 
 
 @quiet
