@@ -139,7 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     largest = max(float(b) for b in grid["budgets"].split(","))
     target = grid["target_factor"] * largest
     _step(4, n, f"recipe for C = {target:.3g} FLOPs ({grid['target_factor']}x the largest sweep budget)")
-    recipe = build_recipe([str(sweep_dir)], target_flops=target)
+    # force: the demo always shows a recipe; an ill-posed loss law is flagged in it (and printed), where
+    # `python -m lab.recipe` would refuse it
+    recipe = build_recipe([str(sweep_dir)], target_flops=target, force=True)
+    health = recipe["laws"]["loss"]["health"]
+    if health["verdict"] != "ok":
+        print(f"  [demo] the loss law's health is {health['verdict'].upper()}: the recipe is flagged "
+              "(python -m lab.recipe would refuse an ill-posed law without --force)")
     rpath, sb = write_recipe(recipe, out / "recipe.yaml")
     print(summary(recipe))
     print(f"  recipe -> {rpath} (Slurm launcher: {sb})")

@@ -229,6 +229,7 @@ def test_sweep_without_multirun_flag_is_refused(tmp_path):
     assert not list(ROOT.glob("outputs")) or not list(tmp_path.glob("**/result.json"))
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_runs_all_fail_exits_1(tmp_path):
     empty = tmp_path / "empty_corpus"
     empty.mkdir()  # exists, so the plan accepts it; every run then fails to import it

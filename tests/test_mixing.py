@@ -218,6 +218,9 @@ def test_two_domain_law_matches_published_70M():
         assert k == pytest.approx(published[v][0], abs=0.1), v
         assert b == pytest.approx(published[v][1], abs=0.03), v
     assert m.diagnostics["held_out"]["mae"]["mean"] <= 0.01
+    # the default ridge choice must not lose to the plain law where the plain law cross-validates better
+    auto = fit_mixing_law(data, bootstrap=0)
+    assert auto.diagnostics["held_out"]["mae"]["mean"] <= m.diagnostics["held_out"]["mae"]["mean"] * (1 + 1e-9)
 
 
 @pytest.mark.skipif(REGREF is None or not REGREF.is_dir(), reason="shared/reference/regmix absent")

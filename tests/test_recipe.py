@@ -91,9 +91,12 @@ def test_bad_recipes(sweep, tmp_path):
         build_recipe([str(tmp_path / "nope")], target_flops=1e10)
 
 
+@pytest.mark.slow
 def test_recipe_run_matches_hand_configured_run(sweep, tmp_path, fixture_corpus):
     from lab.train import launch, train
-    r = build_recipe([str(sweep)], target_flops=1.5e10, bootstrap=50)
+    # force: this test is about training from a recipe; the fake sweep (no interior IsoFLOP minima, 50 bootstrap
+    # draws) gives a loss interval just over the ill-posed limit here, which tests/test_health.py covers
+    r = build_recipe([str(sweep)], target_flops=1.5e10, bootstrap=50, force=True)
     path, _ = write_recipe(r, tmp_path / "recipe.yaml")
     base = dict(progress=False, threads=1)
     via_recipe = launch(RunConfig(recipe=str(path), run_dir=str(tmp_path / "a"), train=TrainConfig(tokens=1, **base)))

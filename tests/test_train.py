@@ -96,6 +96,7 @@ def test_resume_after_kill_matches_unbroken_run(tmp_path, synthetic_corpus):
     assert rows == sorted(set(rows)) and rows[-1] == steps  # no duplicated or lost metric rows
 
 
+@pytest.mark.slow
 def test_tiny_proxy_learns_real_text(tmp_path, fixture_corpus):
     """A few hundred steps on the fixture slice end well below the unigram entropy of its data."""
     from lab.config import DataConfig

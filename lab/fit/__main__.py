@@ -222,12 +222,26 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             for w in written:
                 print(f"[plot] {w}")
+    agree = None
+    if args.law == "chinchilla" and len(results) > 1:
+        from lab.fit.health import agreement
+
+        agree = agreement(results)
     if args.json:
-        print(json.dumps(to_json(args, results), indent=1, allow_nan=False))
+        obj = to_json(args, results)
+        if agree is not None:
+            obj["agreement"] = agree.to_json()
+        print(json.dumps(obj, indent=1, allow_nan=False))
     else:
+        from lab.fit.health import Verdict
+
         for name, r in results.items():
             print(r.report() if isinstance(r, FitResult) else f"== {name}: not fitted: {r}")
+            if isinstance(r, FitResult) and "health" in r.diagnostics:
+                print(Verdict(**r.diagnostics["health"]).report())
             print()
+        if agree is not None:
+            print("== approaches 1-3 at the target: " + agree.report())
         print(f"[fit] {args.law} on {args.input} in {wall:.1f}s")
     if all(isinstance(r, str) for r in results.values()):  # every law asked for failed: the job was not done
         why = "; ".join(f"{k}: {v}" for k, v in results.items())

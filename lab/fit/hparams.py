@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lab.fit.health import hparams_health, judged
 from lab.fit.engine.bootstrap import bootstrap_weights, interval
 from lab.fit.engine.errors import FitError, quiet, require
 from lab.fit.engine.points import read_table
@@ -189,6 +190,7 @@ def _smooth_optima(h: HparamData) -> list[dict[str, Any]]:
     return out
 
 
+@judged(hparams_health)
 @quiet
 def fit_hparams(h: HparamData, form: str = "C", band: float = 0.0025, bootstrap: int = 1000, level: float = 0.95,
                 seed: int = 0, target_flops: float | None = None) -> FitResult:

@@ -26,12 +26,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "the fitted data mixing law (lab.fit mixing)")
     ap.add_argument("--mixing-weights", help="weights of the validation domains in the mixing target "
                                              "('a=1,b=2'; default equal)")
+    ap.add_argument("--force", action="store_true", help="write the recipe even when the loss law is ill-posed "
+                                                         "(the verdict is written into it)")
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(join_negative_numbers(argv))
     try:
         r = build_recipe(args.sweeps, args.target_flops, args.target_params, args.target_tokens, args.approach,
-                         args.bootstrap, args.seed, args.hparams, args.mixing, args.mixing_weights)
+                         args.bootstrap, args.seed, args.hparams, args.mixing, args.mixing_weights, force=args.force)
     except (RecipeError, ValueError) as e:
         print(f"lab.recipe: error: {e}", file=sys.stderr)
         return 2

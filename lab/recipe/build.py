@@ -27,15 +27,16 @@ import lab
 from lab.config import ModelConfig, TrainConfig
 from lab.counting import ASPECT, DESIGN_HEAD_DIM, FFN_MULT, FFN_MULTIPLE_OF, counts, micro_batch_sizes
 from lab.counting import shape_for_params, steps_for_tokens, tokens_for_flops
-from lab.fit import FitError, approach2, approach3, fit_hparams, fit_mixing_law, load_points, nested_predict
+from lab.fit import FitError, approach1, approach2, approach3, fit_hparams, fit_mixing_law, load_points, nested_predict
 from lab.fit.engine.allocation import FlopModel, optimal_allocation
 from lab.fit.engine.bootstrap import interval
 from lab.fit.engine.result import to_jsonable
+from lab.fit.health import Verdict, agreement, combine
 from lab.fit.hparams import load_hparams, predict_hparams
 from lab.fit.mixing.law import load_mixing, one_size, target_weights
 from lab.fit.mixing.optimize import make_box, optimize
 from lab.recipe.format import FORMAT, Recipe, RecipeError
-from lab.results import load_runs
+from lab.results import load_curves, load_runs
 
 EXTRAPOLATION_WARN = 100.0  # target C / largest sweep C above which the recipe warns
 DEFAULT_MICRO_TOKENS = 4096  # micro-batch size in tokens the recipe aims for (memory, not maths)
@@ -66,8 +67,12 @@ class _Target:
 def build_recipe(sweeps: list[str], target_flops: float | None = None, target_params: float | None = None,
                  target_tokens: float | None = None, approach: str = "auto", bootstrap: int = 500,
                  seed: int = 0, hparam_sweeps: list[str] | None = None, mixing_sweeps: list[str] | None = None,
-                 mixing_weights: str | None = None) -> Recipe:
+                 mixing_weights: str | None = None, force: bool = False) -> Recipe:
     """Fit the sweeps and derive the full-size run at one target (C, N or D); see the module docstring.
+
+    The loss law's health (:mod:`lab.fit.health`: its own checks and the agreement of approaches
+    1-3 at the target) is written into ``laws.loss.health``. An ``ill-posed`` law is refused with
+    its reasons and fixes unless ``force``.
 
     Raises :class:`RecipeError` naming the input when no recipe can be built.
     """
@@ -77,6 +82,7 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
         notes: list[str] = []
         res3, res2 = _fit_loss_law(sw, approach, bootstrap, seed, target_flops, notes)
         tgt = _target(sw, res3, res2, target_flops, target_params, target_tokens)
+        health = _loss_health(sw, res3 if res3 is not None else res2, tgt.flops, seed, force, notes)
         if sw.settings["varied"]:
             notes.append(f"the sweeps vary {', '.join(sw.settings['varied'])}; the recipe takes the most common value "
                          "(fit the hyperparameter laws to choose them)")
@@ -102,7 +108,7 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
             notes.append(f"extrapolating {factor:.0f}x beyond the largest sweep budget ({float(sw.points.C.max()):.3g} "
                          "FLOPs): the fitted form may not hold that far; treat the interval as optimistic")
         prediction = _predict(sw, res3, res2, c["params"], tokens, flops_run, bootstrap, seed, notes)
-        doc = _assemble(sw, res3 if res3 is not None else res2, tgt, (target_flops, target_params, target_tokens), shape, c, tokens,
+        doc = _assemble(sw, res3 if res3 is not None else res2, health, tgt, (target_flops, target_params, target_tokens), shape, c, tokens,
                         steps, batch_tokens, lr, mixture, prediction, hp_law, mix_law, factor, notes)
     return Recipe.from_dict(to_jsonable(doc), "built recipe")
 
@@ -225,6 +231,30 @@ def _fit_loss_law(sw: _Sweeps, approach: str, bootstrap: int, seed: int, target_
         except FitError as e:
             raise RecipeError(f"no loss law can be fitted to {', '.join(sw.names)}: {e}") from e
     return res3, res2
+
+
+def _loss_health(sw: _Sweeps, fit, C: float, seed: int, force: bool, notes: list[str]) -> Verdict:
+    """The chosen law's own health and approaches 1-3's agreement at C; refuse an ill-posed one unless forced."""
+    others: dict[str, Any] = {}
+    for name, run in (("approach1", lambda: approach1(sw.points, curves=load_curves(*sw.names), bootstrap=0,
+                                                      target_flops=C, seed=seed, holdout=False)),
+                      ("approach2", lambda: approach2(sw.points, bootstrap=0, target_flops=C, seed=seed,
+                                                      holdout=False)),
+                      ("approach3", lambda: approach3(sw.points, bootstrap=0, target_flops=C, seed=seed,
+                                                      holdout=False))):
+        try:
+            others[name] = run()
+        except FitError as e:
+            others[name] = str(e)
+    own = Verdict(**fit.diagnostics["health"])
+    verdict = combine([own, agreement(others)])
+    if verdict.verdict == "ill-posed" and not force:
+        raise RecipeError(f"the loss law is ill-posed at C={C:.3g}: " + "; ".join(
+            r for r in verdict.reasons if r.startswith("ill-posed")) + ". To fix: " + "; ".join(verdict.fixes)
+            + ". (--force writes the recipe anyway, with this verdict in laws.loss.health)")
+    if verdict.verdict != "ok":
+        notes.append(f"loss law health: {verdict.verdict} ({len(verdict.reasons)} reason(s) in laws.loss.health)")
+    return verdict
 
 
 def _allocation_for(res, fm: FlopModel, C: float) -> tuple[float, float]:
@@ -368,13 +398,15 @@ def _predict(sw: _Sweeps, res3, res2, N: float, D: float, flops_run: float, boot
     return prediction
 
 
-def _laws(fit, batch_tokens: int, lr: float, mixture: Any, hp_law: dict | None, mix_law: dict | None) -> dict:
-    """The ``laws`` section: each law used, its constants, and whether it was fitted."""
+def _laws(fit, health: Verdict, batch_tokens: int, lr: float, mixture: Any, hp_law: dict | None,
+          mix_law: dict | None) -> dict:
+    """The ``laws`` section: each law used, its constants, whether it was fitted, and its health."""
     holdout = {k: v for k, v in (fit.diagnostics.get("holdout") or {}).items() if k != "errors_pct"}
     return {
         "loss": {"fitted": True, "law": fit.law, "formula": fit.formula, "params": fit.params,
                  "intervals": fit.intervals, "n_points": fit.diagnostics.get("n_points"),
-                 "residual_rms_log": fit.diagnostics.get("residuals", {}).get("rms_log"), "holdout": holdout},
+                 "residual_rms_log": fit.diagnostics.get("residuals", {}).get("rms_log"), "holdout": holdout,
+                 "health": health.to_json()},
         "batch_size": ({"fitted": True, "value": batch_tokens, **hp_law["batch_size"]} if hp_law else
                        {"fitted": False, "value": batch_tokens, "source": "the sweeps' train.batch_tokens"}),
         "lr": ({"fitted": True, "value": lr, **hp_law["lr"]} if hp_law else
@@ -390,7 +422,7 @@ def _micro_batch(batch_seqs: int, seq_len: int) -> int:
     return max(m for m in micro_batch_sizes(batch_seqs) if m <= target)
 
 
-def _assemble(sw: _Sweeps, fit, tgt: _Target, targets: tuple, shape, c: dict, tokens: float, steps: int,
+def _assemble(sw: _Sweeps, fit, health: Verdict, tgt: _Target, targets: tuple, shape, c: dict, tokens: float, steps: int,
               batch_tokens: int, lr: float, mixture: Any, prediction: dict, hp_law: dict | None,
               mix_law: dict | None, factor: float, notes: list[str]) -> dict[str, Any]:
     """The recipe document, section by section (the format's order)."""
@@ -416,7 +448,7 @@ def _assemble(sw: _Sweeps, fit, tgt: _Target, targets: tuple, shape, c: dict, to
                   "micro_batch": _micro_batch(batch_seqs, st["seq_len"]), "steps": steps, "lr": lr,
                   **{k: st[k] for k in _OPTIM}},
         "prediction": prediction,
-        "laws": _laws(fit, batch_tokens, lr, mixture, hp_law, mix_law),
+        "laws": _laws(fit, health, batch_tokens, lr, mixture, hp_law, mix_law),
         "provenance": {"sweeps": [str(Path(s).resolve()) for s in sw.names], "runs_used": len(pts),
                        "runs_dropped": len(pts.dropped), "largest_sweep_flops": float(pts.C.max()),
                        "extrapolation_factor": factor, "flop_model": sw.flop_model.describe(),

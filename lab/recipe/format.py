@@ -368,6 +368,9 @@ def summary(recipe: Recipe | Mapping[str, Any]) -> str:
     for dname, dv in (p.get("domains") or {}).items():
         div = [math.nan if v is None else v for v in (dv.get("loss_val_interval") or [None, None])]
         lines.append(f"         {dname:<14s} {dv['loss_val']:.4f}  [{div[0]:.4f}, {div[1]:.4f}]")
+    health = (r.get("laws") or {}).get("loss", {}).get("health")
+    if health:
+        lines.append(f"  health {health['verdict']}" + "".join(f"\n         {x}" for x in health.get("reasons", [])))
     for n in r.get("notes", []):
         lines.append(f"  note: {n}")
     return "\n".join(lines)

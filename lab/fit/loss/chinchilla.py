@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lab.fit.health import fit_health, judged
 from lab.fit.engine.allocation import FlopModel, default_target_flops, optimal_allocation
 from lab.fit.engine.bootstrap import bootstrap_weights, interval
 from lab.fit.engine.errors import FitError, quiet, require
@@ -75,6 +76,7 @@ def _pred_block(C: float, n: np.ndarray | float, d: np.ndarray | float, l: np.nd
 # Approach 3
 # ----------------------------------------------------------------------------------------------
 
+@judged(fit_health)
 @quiet
 def approach3(pts: Points, bootstrap: int = 1000, target_flops: float | None = None, delta: float = 1e-3,
               level: float = 0.95, seed: int = 0, holdout: bool = True) -> FitResult:
@@ -256,6 +258,7 @@ def _profile_minima(pts: Points, groups: np.ndarray, W: np.ndarray) -> dict[str,
     return out
 
 
+@judged(fit_health)
 @quiet
 def approach2(pts: Points, bootstrap: int = 1000, target_flops: float | None = None, level: float = 0.95,
               seed: int = 0, holdout: bool = True, rel_tol: float = 0.1, window: float | None = None) -> FitResult:
@@ -421,6 +424,7 @@ def _holdout_profiles(full: dict[str, np.ndarray], ok: np.ndarray, budgets: list
 # Approach 1
 # ----------------------------------------------------------------------------------------------
 
+@judged(fit_health)
 @quiet
 def approach1(pts: Points, curves: pd.DataFrame | None = None, bootstrap: int = 1000,
               target_flops: float | None = None, level: float = 0.95, seed: int = 0, per_decade: int = 20,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lab.fit.health import fit_health, judged
 from lab.fit.engine.allocation import FlopModel, default_target_flops, optimal_allocation
 from lab.fit.engine.bootstrap import bootstrap_weights, interval
 from lab.fit.engine.errors import quiet, require
@@ -63,6 +64,7 @@ def _fit_single(var: str, x: np.ndarray, L: np.ndarray, LK: np.ndarray | None, i
     return law, core, thetas
 
 
+@judged(fit_health)
 @quiet
 def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None, irreducible: bool = False,
                bootstrap: int = 1000, target_flops: float | None = None, delta: float = 1e-3, level: float = 0.95,

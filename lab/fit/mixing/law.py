@@ -449,10 +449,11 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
         Huber threshold on log-loss residuals.
     ridge : float or "auto", default "auto"
         Penalty ``ridge * sum_j (t_ij - mean_j t_ij)^2`` added to the objective, or ``"auto"``: per
-        validation domain, the strongest value of :data:`RIDGE_GRID` whose held-out mean absolute
-        error is within one standard error of the lowest (0 when too few distinct mixtures to
-        cross-validate). Few runs per parameter let the free law fit exploding exponents that no
-        held-out mixture supports; the ridge keeps them in check.
+        validation domain, the value of :data:`RIDGE_GRID` with the lowest held-out mean absolute
+        error (ties to the stronger; 0 when too few distinct mixtures to cross-validate). Few runs
+        per parameter let the free law fit exploding exponents that no held-out mixture supports;
+        the ridge keeps them in check where the held-out mixtures say it helps, and never where
+        the plain law cross-validates better.
     seed : int, default 0
         Seed of the bootstrap resampling and of the fold assignment.
     cv_folds : int, optional
@@ -490,17 +491,17 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
             cv = _law_cv(data, th, delta, lams, cv_folds, seed)
             trials.append((lam, th, cv))
         if trials[0][2].get("folds"):
-            # one-standard-error rule (Hastie et al.): the strongest ridge whose held-out error is within
-            # one standard error of the best. Held-out mixtures cover the simplex thinly, so among fits
-            # that predict them equally well the one with tamer exponents extrapolates more safely.
+            # the ridge with the lowest held-out error, per domain (ties go to the stronger ridge). An
+            # earlier one-standard-error rule took the strongest ridge within one SE of the best; with few
+            # held-out mixtures the SE is wide, and on Ye et al.'s 2-domain 70M runs it doubled the
+            # leave-one-mixture-out error of the plain law (0.0108 vs 0.0051). The minimum never loses to
+            # ridge 0 on these folds, since 0 is in the grid.
             absd = np.array([np.abs(np.asarray(t[2]["predicted"]) - data.L) for t in trials])   # (grid, n, K)
             seen = np.isfinite(data.L)                                                        # (n, K)
             absd = np.where(np.isfinite(absd), absd, np.inf)        # a failed refit counts as infinitely wrong
             mean = np.array([[absd[g, seen[:, k], k].mean() for k in range(K)] for g in range(len(trials))])
-            best = np.argmin(mean, axis=0)
-            se = np.array([np.std(absd[best[k], seen[:, k], k], ddof=1) / math.sqrt(seen[:, k].sum())
-                           if np.isfinite(mean[best[k], k]) else np.inf for k in range(K)])
-            pick = np.array([max(g for g in range(len(RIDGE_GRID)) if mean[g, k] <= mean[best[k], k] + se[k])
+            best = mean.min(axis=0)
+            pick = np.array([max(g for g in range(len(RIDGE_GRID)) if mean[g, k] <= best[k] * (1 + 1e-9))
                              for k in range(K)])
         else:
             pick = np.zeros(K, int)
@@ -540,6 +541,9 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
                          "bootstrap": {"draws": bootstrap, "degenerate_dropped": n_bad},
                          "held_out": _law_cv(data, thetas, delta, ridges, cv_folds, seed)}
     model.observed = {"lo": data.R.min(axis=0), "hi": data.R.max(axis=0)}
+    from lab.fit.health import mixing_health
+
+    model.diagnostics["health"] = mixing_health(model).to_json()
     return model
 
 
