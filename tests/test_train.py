@@ -154,7 +154,7 @@ def test_optional_metric_streams(tmp_path, synthetic_corpus):
 
 
 def test_gradient_noise_scale_is_logged(tmp_path, fixture_corpus):
-    from lab.train import HOLD_ENV, train
+    from lab.train import train
 
     r = train(tiny_run(tmp_path / "g", fixture_corpus, tokens=40 * 2048, micro_batch=8, gns=True))
     assert r["gns_B_noise"] is not None and 0 < r["gns_B_noise"] < 1e9
