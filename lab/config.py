@@ -207,6 +207,9 @@ class DesignConfig:
     seed: int = 0
     aspect: int = ASPECT
     head_dim: int = DESIGN_HEAD_DIM
+    # a fitted batch/LR law (`python -m lab.fit hparams SWEEP --json > law.json`): each point then trains at
+    # the law's B_opt (rounded to a power-of-two number of sequences) and lr_opt for its C (or N and D)
+    hparams: Optional[str] = None
 
     def validate(self) -> "DesignConfig":
         _choice("design.kind", self.kind, DESIGN_KINDS)
@@ -222,6 +225,8 @@ class DesignConfig:
                 raise ValueError(f"design.sizes: the {self.kind} design needs a list of target sizes N")
             if not (0 <= self.size < len(self.sizes)):
                 raise ValueError(f"design.size: {self.size} is outside range(len(design.sizes)={len(self.sizes)})")
+        if self.hparams is not None and self.kind in ("batch_lr", "none"):
+            raise ValueError(f"design.hparams: the {self.kind} design sets its own batch and LR; drop design.hparams")
         if self.kind == "mixture" and not (0 <= self.mixture < self.n_mixtures):
             raise ValueError(f"design.mixture: {self.mixture} is outside range(design.n_mixtures={self.n_mixtures})")
         return self

@@ -73,9 +73,28 @@ class DuplicatePoint(Exception):
 
 
 def design_spec(cfg: SweepConfig) -> RunSpec | None:
-    """The :class:`RunSpec` of this job's design point (None for ``design.kind=none``)."""
+    """The :class:`RunSpec` of this job's design point (None for ``design.kind=none``); with
+    ``design.hparams``, at the batch and LR the fitted law gives for the point."""
     d: DesignConfig = cfg.design.validate()
-    t, rule = cfg.train, _rule(cfg)
+    spec = _design_point(cfg, cfg.train.batch_tokens, cfg.train.lr)
+    if spec is None or d.hparams is None:
+        return spec
+    from lab.fit.hparams import batch_for, load_hparam_law, predict_hparams
+
+    form, params = load_hparam_law(d.hparams)
+    if form == "C":
+        b_opt, lr = predict_hparams(params, "C", C=d.budget if d.kind == "isoflop" else spec.flops)
+    else:
+        b_opt, lr = predict_hparams(params, "ND", N=spec.params, D=spec.tokens)
+    spec = _design_point(cfg, batch_for(b_opt, cfg.data.seq_len), float(lr))
+    spec.tags.update({"hparams_law": str(d.hparams), "B_opt_law": float(b_opt), "lr_opt_law": float(lr)})
+    return spec
+
+
+def _design_point(cfg: SweepConfig, batch_tokens: int, lr: float) -> RunSpec | None:
+    """The design point at this batch (tokens) and peak LR."""
+    d, rule = cfg.design, _rule(cfg)
+    t = replace(cfg.train, batch_tokens=batch_tokens, lr=lr)
     if d.kind == "none":
         return None
     if d.kind == "isoflop":

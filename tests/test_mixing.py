@@ -150,6 +150,7 @@ def test_nested_prediction_with_a_token_law():
     assert np.abs(pred.L - truth).max() < 0.03
 
 
+@pytest.mark.slow
 def test_regression_method_and_cli(tmp_path):
     df = synthetic(60, seed=3)
     tr, te = df.iloc[:48], df.iloc[48:]
@@ -281,6 +282,7 @@ def test_tiny_real_mixture_sweep_fits_with_held_out_error(tmp_path):
     load_recipe(path)
 
 
+@pytest.mark.slow
 def test_predict_rows_without_losses_and_nan_losses(tmp_path):
     """--predict on new mixtures (no loss columns) predicts every row; a missing loss does not break fits."""
     df = synthetic(30, seed=5)

@@ -44,6 +44,7 @@ def test_recipe_contents_and_round_trip(sweep, tmp_path):
     assert "predicted loss_val" in summary(r)
 
 
+@pytest.mark.slow
 def test_recipe_targets_params_and_tokens(sweep):
     rn = build_recipe([str(sweep)], target_params=5e4, bootstrap=0)
     assert rn["counts"]["params"] == pytest.approx(5e4, rel=0.35)      # the shape ladder is coarse at 50k

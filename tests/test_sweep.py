@@ -171,3 +171,29 @@ def test_slurm_preempted_job_requeues_and_resumes(tmp_path, fixture_corpus):
     res = json.loads((run / "result.json").read_text())
     assert res["status"] == "completed" and res["resumes"] == 1
     assert json.loads((run / "job.json").read_text())["slurm_restart_count"] >= 1
+
+
+@pytest.mark.slow
+def test_design_points_take_batch_and_lr_from_a_fitted_law(tmp_path, fixture_corpus):
+    """design.hparams: every IsoFLOP point trains at its budget's B_opt (power-of-two sequences) and lr_opt."""
+    from lab.fit.hparams import batch_for, predict_hparams
+
+    law = {"law": "hyperparameter laws (form C)", "B_coef": 0.5, "B_C_exp": 0.33, "lr_coef": 0.3, "lr_C_exp": -0.1}
+    path = tmp_path / "law.json"
+    path.write_text(json.dumps(law))
+    jobs = plan_jobs("isoflop", ["data=fixture", f"design.hparams={path}"])
+    by_budget: dict[float, set] = {}
+    for _, cfg, spec in jobs:
+        C = cfg.design.budget
+        b_opt, lr = predict_hparams(law, "C", C=C)
+        assert cfg.train.lr == pytest.approx(lr) and cfg.train.batch_tokens == batch_for(b_opt, cfg.data.seq_len)
+        assert spec.tags["hparams_law"] == str(path)
+        by_budget.setdefault(C, set()).add((cfg.train.batch_tokens, cfg.train.lr))
+    assert all(len(v) == 1 for v in by_budget.values()) and len({v.pop() for v in by_budget.values()}) == 3
+    kaplan = plan_jobs("kaplan", ["data=fixture", f"design.hparams={path}"])
+    assert len({cfg.train.lr for _, cfg, _ in kaplan}) > 1  # form C evaluated at each point's own C
+    path.write_text('{"law": "chinchilla approach 3"}')
+    with pytest.raises(ValueError, match="design.hparams: .* is not a fitted batch/LR law"):
+        plan_jobs("isoflop", ["data=fixture", f"design.hparams={path}"])
+    with pytest.raises(ValueError, match="design.hparams: the batch_lr design sets its own batch and LR"):
+        plan_jobs("batch_lr", ["data=fixture", f"design.hparams={path}"])

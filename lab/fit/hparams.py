@@ -359,6 +359,34 @@ def predict_hparams(params: dict[str, float], form: str, C: float | None = None,
             params["lr_coef"] * N ** params["lr_N_exp"] * D ** params["lr_D_exp"])
 
 
+def batch_for(b_opt: float, seq_len: int) -> int:
+    """A batch in tokens for a law's B_opt: the nearest power-of-two number of sequences, at least one."""
+    return 2 ** max(0, round(math.log2(max(1.0, b_opt / seq_len)))) * seq_len
+
+
+def load_hparam_law(path: str) -> tuple[str, dict[str, float]]:
+    """(form, parameters) of a fitted batch/LR law saved by ``python -m lab.fit hparams ... --json``.
+
+    Raises ValueError naming ``design.hparams`` and the file when it is not such a fit.
+    """
+    import json
+    from pathlib import Path
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"design.hparams: cannot read {path!r} ({e}); give the JSON of "
+                         "`python -m lab.fit hparams SWEEP --json`") from None
+    law = str(doc.get("law", "")) if isinstance(doc, dict) else ""
+    form = "C" if "form C" in law else "ND" if "form ND" in law else None
+    need = {"C": ("B_coef", "B_C_exp", "lr_coef", "lr_C_exp"),
+            "ND": ("B_coef", "B_D_exp", "lr_coef", "lr_N_exp", "lr_D_exp")}.get(form or "", ())
+    if form is None or not all(isinstance(doc.get(k), (int, float)) for k in need):
+        raise ValueError(f"design.hparams: {path} is not a fitted batch/LR law (law {law!r}); give the JSON of "
+                         "`python -m lab.fit hparams SWEEP --json`")
+    return form, {k: float(doc[k]) for k in need}
+
+
 def _predict(params, form, C_t, samples, level) -> dict[str, Any]:
     if form == "C":
         b, l = predict_hparams(params, "C", C=C_t)

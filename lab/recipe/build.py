@@ -32,7 +32,7 @@ from lab.fit.engine.allocation import FlopModel, optimal_allocation
 from lab.fit.engine.bootstrap import interval
 from lab.fit.engine.result import to_jsonable
 from lab.fit.health import Verdict, agreement, combine
-from lab.fit.hparams import load_hparams, predict_hparams
+from lab.fit.hparams import batch_for, load_hparams, predict_hparams
 from lab.fit.mixing.law import load_mixing, one_size, target_weights
 from lab.fit.mixing.optimize import make_box, optimize
 from lab.recipe.format import FORMAT, Recipe, RecipeError
@@ -236,12 +236,17 @@ def _fit_loss_law(sw: _Sweeps, approach: str, bootstrap: int, seed: int, target_
 def _loss_health(sw: _Sweeps, fit, C: float, seed: int, force: bool, notes: list[str]) -> Verdict:
     """The chosen law's own health and approaches 1-3's agreement at C; refuse an ill-posed one unless forced."""
     others: dict[str, Any] = {}
+    mine = "approach3" if fit.law.endswith("approach 3") else "approach2"
+    if fit.predictions.get("C") == C:  # the chosen law already predicts at C: no refit
+        others[mine] = fit
     for name, run in (("approach1", lambda: approach1(sw.points, curves=load_curves(*sw.names), bootstrap=0,
                                                       target_flops=C, seed=seed, holdout=False)),
                       ("approach2", lambda: approach2(sw.points, bootstrap=0, target_flops=C, seed=seed,
                                                       holdout=False)),
                       ("approach3", lambda: approach3(sw.points, bootstrap=0, target_flops=C, seed=seed,
                                                       holdout=False))):
+        if name in others:
+            continue
         try:
             others[name] = run()
         except FitError as e:
@@ -313,7 +318,7 @@ def _hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, see
     res = fit_hparams(load_hparams(load_runs(*sweeps), form="C"), form="C", bootstrap=min(bootstrap, 300),
                       seed=seed, target_flops=C)
     b_opt, lr_opt = predict_hparams(res.params, "C", C=C)
-    seqs = 2 ** max(0, round(math.log2(max(1.0, b_opt / seq_len))))
+    seqs = batch_for(b_opt, seq_len) // seq_len
     notes.extend(f"batch/LR law: {w}" for w in res.diagnostics["edge_warnings"])
     iv = res.predictions
     common = {"law": res.formula, "params": res.params, "intervals": res.intervals,
