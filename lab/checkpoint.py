@@ -47,13 +47,16 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
     Loads with torch's safe loader (``weights_only=True``: tensors, plain containers and numbers,
     nothing that runs code). Raises :class:`UnreadableCheckpoint` naming the file when it is
-    truncated, empty, not a checkpoint, or holds anything else.
+    truncated, empty, not a checkpoint, or holds anything else; an OSError (the file could not be
+    read) propagates.
     """
     if not path.exists():
         return None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        # not OSError: a read error of a shared file system (EIO, ESTALE) is not a bad file; it fails the
+        # attempt (recorded) and the rerun resumes
         raise UnreadableCheckpoint(f"{path}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}")
     if not isinstance(ckpt, dict) or not {"model", "optimizer", "state"} <= set(ckpt):
         raise UnreadableCheckpoint(f"{path}: not a lab checkpoint (no model/optimizer/state)")

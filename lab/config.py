@@ -118,8 +118,12 @@ class RunConfig:
     recipe: Optional[str] = None  # a recipe file (lab.recipe): its model, data and optimisation replace these
     tags: Dict[str, Any] = field(default_factory=dict)  # free-form columns for the results table
 
-    def validate(self) -> "RunConfig":
-        """Check every field that can be checked without data; raise ValueError naming it."""
+    def validate(self, check_paths: bool = True) -> "RunConfig":
+        """Check every field that can be checked without data; raise ValueError naming it.
+
+        ``check_paths``: also check that a ``data.corpus`` folder exists (off when only the shape of
+        a config is checked, as when a recipe is validated on a machine without its corpus).
+        """
         t, d = self.train, self.data
         _choice("train.schedule", t.schedule, SCHEDULES)
         _choice("train.decay_shape", t.decay_shape, DECAY_SHAPES)
@@ -137,7 +141,8 @@ class RunConfig:
             v = getattr(t, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"train.{name}: must be a positive finite number, got {v!r}")
-        if d.corpus not in ("builtin", "fixture") and not os.path.exists(os.path.expanduser(str(d.corpus))):
+        if check_paths and d.corpus not in ("builtin", "fixture") and not os.path.exists(
+                os.path.expanduser(str(d.corpus))):
             raise ValueError(f"data.corpus: {d.corpus!r} is neither builtin, fixture nor an existing folder "
                              "(a built corpus, or one subfolder of text files per domain)")
         positive_int("data.seq_len", d.seq_len)

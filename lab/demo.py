@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     threads = args.threads or os.cpu_count() or 1
     cfg = compose([f"recipe={rpath}", f"run_dir={out / 'full'}", f"train.threads={threads}"])
     result = launch(cfg)  # trains, then back-tests the recipe's prediction (backtest.json)
+    if result["status"] != "completed":
+        print(f"[demo] the full run ended with status {result['status']}: {result.get('error')}", file=sys.stderr)
+        sys.exit(1)
 
     _step(6, n, "back-test")
     bt = json.loads((out / "full" / "backtest.json").read_text())

@@ -43,7 +43,8 @@ def train_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over ``accum`` micro-batches; returns (mean loss, pre-clip grad norm).
 
-    ``no_sync``: DDP's context manager; gradients are all-reduced on the last micro-batch only.
+    ``no_sync``: DDP's (or FSDP2's, :func:`lab.hardware.fsdp_no_sync`) context manager; gradients
+    are reduced on the last micro-batch only.
     The benchmark times exactly this function, so its numbers are the trainer's numbers.
     """
     loss_sum = torch.zeros((), device=device)

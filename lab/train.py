@@ -124,7 +124,11 @@ class Session:
 
 
 def train(cfg: RunConfig | Any) -> dict[str, Any]:
-    """Run (or resume, or skip if done) one training run; return its result record."""
+    """Run (or resume, or skip if done) one training run; return its result record.
+
+    When another process holds the run folder, return ``{"status": "busy", "error", "run_dir"}``
+    without writing anything (under torchrun, raise instead, so every worker stops).
+    """
     cfg = to_run_config(cfg)
     recipe_sha = None
     if cfg.recipe:
@@ -144,6 +148,8 @@ def train(cfg: RunConfig | Any) -> dict[str, Any]:
         if not held:
             msg = f"{run_dir} is being trained by another process (it holds {run_dir / '.lock'}); skipping"
             print(f"[train] {msg}", file=sys.stderr, flush=True)
+            if world()[1] > 1:  # the other ranks are waiting for this one in init_process_group
+                raise RuntimeError(msg)
             return {"status": "busy", "error": msg, "run_dir": str(run_dir)}
         prev = _completed(run_dir)  # the other process may have finished it while we waited
         return prev if prev is not None else _train(cfg, run_dir, recipe_sha)
@@ -184,8 +190,12 @@ def launch(cfg: RunConfig | Any) -> dict[str, Any]:
     result = train(cfg)
     if cfg.recipe and world()[0] == 0:
         from lab.backtest import after_recipe_run, report
-        from lab.recipe.format import load_recipe
+        from lab.recipe.format import load_recipe, recipe_sha256
 
+        if result.get("status") == "completed" and result.get("recipe_sha256") != recipe_sha256(cfg.recipe):
+            _warn(f"[train] {cfg.run_dir} holds a completed run not trained from {cfg.recipe}; no back-test "
+                  "(use another run_dir to train this recipe)")
+            return result
         bt = after_recipe_run(load_recipe(cfg.recipe), result, cfg.run_dir)
         if bt is not None:
             _say(cfg, report(bt))

@@ -306,3 +306,31 @@ def test_recipe_cli_tables_and_negative_targets(recipe_file, tmp_path, capsys):
     assert "is a file (a table?), not a sweep folder" in capsys.readouterr().err
     assert recipe_main([str(recipe_file.parent / "s"), "--target-flops", "-1e13"]) == 2
     assert "--target-flops must be a positive number" in capsys.readouterr().err
+
+
+def test_a_recipe_loads_where_its_corpus_is_absent(recipe_file, tmp_path):
+    from lab.recipe import load_recipe
+
+    doc = yaml.safe_load(recipe_file.read_text())
+    doc["data"]["corpus"] = "corpora/ours"  # a relative user-corpus folder of another machine
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert load_recipe(p).data.corpus == "corpora/ours"  # back-tests and summaries need no corpus
+
+
+def test_rounded_mixture_shares_still_sum_to_one():
+    from lab.recipe.build import _rounded_shares
+
+    r = _rounded_shares({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3 + 1e-12})
+    assert abs(sum(r.values()) - 1) <= 1e-12 and all(abs(v - 1 / 3) < 1e-6 for v in r.values())
+
+
+def test_launch_never_back_tests_a_run_not_trained_from_the_recipe(recipe_file, ref, tmp_path, capsys):
+    from lab.config import RunConfig, TrainConfig
+    from lab.train import launch
+
+    d = tmp_path / "run"
+    shutil.copytree(ref[0], d)  # a completed run trained from a plain config
+    r = launch(RunConfig(recipe=str(recipe_file), run_dir=str(d), train=TrainConfig(tokens=1, progress=False)))
+    assert r["status"] == "completed" and "backtest" not in r and not (d / "backtest.json").exists()
+    assert "not trained from" in capsys.readouterr().err

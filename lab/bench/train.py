@@ -3,7 +3,7 @@
 ``python -m lab.bench [--quick] [--seconds S] [--impl prototype lab lab+compile] [--out FILE.json]``
 
 For a ladder of proxy shapes (~30k to ~25M non-embedding parameters, byte vocabulary, seq 256)
-it times the trainer's own :func:`lab.train.train_step` (forward, backward, clip, fused AdamW) on
+it times the trainer's own :func:`lab.step.train_step` (forward, backward, clip, fused AdamW) on
 random tokens, interleaved step by step with a plain LLaMA-style prototype of the same shape
 (:mod:`lab.bench.prototype`, the baseline measured in the same run: ``speedup_vs_prototype``) and, with
 ``--impl ... lab+compile``, the trainer under ``torch.compile``. It reports
@@ -163,7 +163,7 @@ def step_speeds(
     The implementations' steps are *interleaved* (one step of each in turn, each step timed on its
     own) for ``seconds`` per implementation, so a slow spell of a shared machine hits all of them
     alike and their ratio is steadier than back-to-back timings. ``lab`` times the trainer's own
-    :func:`lab.train.train_step`; ``prototype`` the plain proxy of :mod:`lab.bench.prototype`;
+    :func:`lab.step.train_step`; ``prototype`` the plain proxy of :mod:`lab.bench.prototype`;
     ``lab+compile`` the trainer with ``torch.compile`` (compile time excluded: it is paid in the
     warm-up steps). With ``window_peak`` a dense-matmul probe joins the rotation (key
     ``matmul``, FLOP/s only): the peak of the very window the steps ran in, so a shared machine's

@@ -358,7 +358,15 @@ def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bo
            "gain_vs_uniform": opt["uniform"]["gain"], "gain_vs_natural": opt.get("natural", {}).get("gain"),
            "held_out_mae": model.diagnostics["held_out"].get("mae", {}).get("mean"),
            "sweeps": [str(Path(s).resolve()) for s in sweeps]}
-    return {d: round(float(x), 6) for d, x in opt["mixture"].items()}, law
+    return _rounded_shares(opt["mixture"]), law
+
+
+def _rounded_shares(mix: dict[str, float]) -> dict[str, float]:
+    """Shares to 6 decimals that still sum to 1: the largest takes the rounding remainder."""
+    out = {d: round(float(x), 6) for d, x in mix.items()}
+    top = max(out, key=out.get)
+    out[top] = 1.0 - sum(v for d, v in out.items() if d != top)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ another lab version is refused.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass, field, fields, replace
@@ -134,7 +135,7 @@ class Recipe:
             if k in _SECTIONS:
                 v = _section_dict(v)
             if v is not None:
-                out[k] = v
+                out[k] = copy.deepcopy(v)  # a copy: editing it never changes the frozen recipe
         return out
 
     def __getitem__(self, key: str) -> Any:
@@ -219,7 +220,10 @@ def _from_dict(r: Any, where: str) -> Recipe:
     for sec in ("model", "data", "train", "prediction"):
         if not isinstance(r.get(sec), dict):
             raise RecipeError(f"{where}: section {sec!r} is missing or not a mapping")
-    _check_model(r["model"], int(r["data"].get("seq_len", 256)), where)
+    seq_len = r["data"].get("seq_len", 256)
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+        raise RecipeError(f"{where}: data.seq_len must be a positive integer, got {seq_len!r}")
+    _check_model(r["model"], seq_len, where)
     p = r["prediction"]
     if not isinstance(p.get("loss_val"), (int, float)) or isinstance(p.get("loss_val"), bool):
         raise RecipeError(f"{where}: prediction.loss_val must be a number, got {p.get('loss_val')!r}")
@@ -230,7 +234,7 @@ def _from_dict(r: Any, where: str) -> Recipe:
     rest = {k: r[k] for k in Recipe._ORDER if k in r and k not in _SECTIONS}
     rec = Recipe(**sections, **rest)
     try:
-        apply_recipe(RunConfig(), rec).validate()
+        apply_recipe(RunConfig(), rec).validate(check_paths=False)
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {e}") from e
     return rec
