@@ -110,3 +110,18 @@ def test_a_loss_law_refuses_runs_of_mixed_settings(col, values):
     df[col] = [values[i % 2] for i in range(len(df))]
     with pytest.raises(FitError, match=f"mix {col}|different mixtures"):
         load_points(df)
+
+
+def test_hparam_and_mixing_laws_refuse_runs_of_mixed_tokenizers():
+    from lab.fit import FitError, load_hparams, load_mixing
+    from tests.test_fit_hparams import synthetic_grid
+    from tests.test_mixing import synthetic
+
+    df = synthetic_grid()
+    df["tokenizer"] = ["byte", "bpe"] * (len(df) // 2) + ["byte"] * (len(df) % 2)
+    with pytest.raises(FitError, match="mix tokenizer values .* a batch/LR law"):
+        load_hparams(df, form="C")
+    mx = synthetic()
+    mx["seq_len"] = [256, 512] * (len(mx) // 2) + [256] * (len(mx) % 2)
+    with pytest.raises(FitError, match="mix seq_len values .* a mixing law"):
+        load_mixing(mx)

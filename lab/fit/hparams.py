@@ -27,7 +27,7 @@ import pandas as pd
 from lab.fit.health import hparams_health, judged
 from lab.fit.engine.bootstrap import bootstrap_weights, interval
 from lab.fit.engine.errors import FitError, quiet, require
-from lab.fit.engine.points import read_table
+from lab.fit.engine.points import read_table, require_one_setting
 from lab.fit.engine.result import FitResult
 
 BATCH_ALIASES = ["batch_tokens", "bs", "batch", "batch_size"]
@@ -64,7 +64,7 @@ def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = 
     """Validate a batch x LR table and group its runs into cells (budgets or (N, D) pairs)."""
     require(form in ("C", "ND"), f"--form {form!r}; allowed: C, ND")
     require(batch_unit in ("tokens", "sequences"), f"--batch-unit {batch_unit!r}; allowed: tokens, sequences")
-    df, _ = read_table(source)
+    df, where = read_table(source)
     cols = {"N": _pick(df, N, ["params", "N", "n"], "N"), "D": _pick(df, D, ["tokens", "D", "t"], "D"),
             "C": _pick(df, C, ["flops", "C"], "C"), "batch": _pick(df, batch, BATCH_ALIASES, "batch"),
             "lr": _pick(df, lr, LR_ALIASES, "lr"), "loss": _pick(df, loss, LOSS_ALIASES, "loss")}
@@ -82,6 +82,7 @@ def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = 
         bad = keep & (st != "completed")
         excluded += [{"row": int(i), "reason": f"status={st[i]}"} for i in np.flatnonzero(bad)]
         keep &= ~bad
+    require_one_setting(df[keep], where, "a batch/LR law")
     num = {k: pd.to_numeric(df[c], errors="coerce").to_numpy(float) for k, c in cols.items() if c is not None}
     for k, v in num.items():
         bad = keep & ~(np.isfinite(v) & (v > 0))

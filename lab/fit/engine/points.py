@@ -112,18 +112,18 @@ def _pick(df: pd.DataFrame, role: str, given: str | None) -> str | None:
 ONE_SETTING = ("tokenizer", "vocab_size", "seq_len", "corpus")  # a loss law compares runs of one of each
 
 
-def _require_one_setting(df: pd.DataFrame, where: str) -> None:
-    """One tokenizer, vocabulary, context length, corpus and mixture per fit: nats/token of different
-    tokenizers or data are different units, so one law cannot span them."""
+def require_one_setting(df: pd.DataFrame, where: str, what: str = "a loss law", mixture: bool = True) -> None:
+    """One tokenizer, vocabulary, context length, corpus (and, with ``mixture``, mixture) per fit:
+    nats/token of different tokenizers or data are different units, so one law cannot span them."""
     for col in ONE_SETTING:
         if col in df.columns and df[col].dropna().nunique() > 1:
             vals = sorted(map(str, df[col].dropna().unique()))[:4]
-            raise FitError(f"{where}: the runs mix {col} values ({', '.join(vals)}); a loss law is fitted to runs of "
+            raise FitError(f"{where}: the runs mix {col} values ({', '.join(vals)}); {what} is fitted to runs of "
                            f"one {col}: fit each group apart (filter the table) or sweep one setting")
-    mix = [c for c in df.columns if c.startswith("mix_")]
+    mix = [c for c in df.columns if c.startswith("mix_")] if mixture else []
     if mix and len(df[mix].round(4).drop_duplicates()) > 1:
         raise FitError(f"{where}: the runs were trained on {len(df[mix].round(4).drop_duplicates())} different "
-                       "mixtures; a loss law is fitted at one mixture (the mixing law, lab.fit mixing, fits across "
+                       f"mixtures; {what} is fitted at one mixture (the mixing law, lab.fit mixing, fits across "
                        "mixtures)")
 
 
@@ -178,7 +178,7 @@ def load_points(source: str | os.PathLike | pd.DataFrame, N: str | None = None, 
             rows = ", ".join(ids[i] for i in np.flatnonzero(nonpos)[:5])
             raise FitError(f"column {c!r} has {int(nonpos.sum())} non-positive value(s) ({rows}); "
                            "laws are fitted in log space, so N, D, C and loss must be > 0")
-    _require_one_setting(df[keep], where)
+    require_one_setting(df[keep], where)
     if not keep.any():
         reasons: dict[str, int] = {}
         for d_ in dropped:

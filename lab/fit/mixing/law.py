@@ -39,7 +39,7 @@ from lab.fit.engine.bootstrap import bootstrap_weights, interval
 from lab.fit.engine.errors import FitError, quiet
 from lab.fit.engine.laws import Law, fit_law, objective
 from lab.fit.engine.minimize import minimize_batched
-from lab.fit.engine.points import ALIASES, LAB_OK_STATUS, read_table
+from lab.fit.engine.points import ALIASES, LAB_OK_STATUS, read_table, require_one_setting
 
 SUM_TOL = 0.01   # mixtures may be rounded (RegMix: 3 decimals); larger deviations are an error
 
@@ -109,6 +109,8 @@ def load_mixing(source: str | os.PathLike | pd.DataFrame, mix_prefix: str | None
     columns are not what the fit assumes. Proportions within ``tol`` are renormalised to sum to 1.
     """
     df, src = read_table(source)
+    ok = df[df["status"].astype(str) == "completed"] if "status" in df.columns else df
+    require_one_setting(ok, src, "a mixing law", mixture=False)
     mix_prefix, loss_prefix = pick_prefixes(df, mix_prefix, loss_prefix)
     mcols = _prefixed(df, mix_prefix)
     lcols = _prefixed(df, loss_prefix, ("val", "train") if loss_prefix == "loss_" else ())
