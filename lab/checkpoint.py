@@ -9,7 +9,6 @@ steps after it run again.
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lab.io import atomic_write_bytes, atomic_write_text
+from lab.io import atomic_write_bytes, atomic_write_text, first_line, jsonl_rows
 
 
 class CheckpointError(RuntimeError):
@@ -57,7 +56,7 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         # not OSError: a read error of a shared file system (EIO, ESTALE) is not a bad file; it fails the
         # attempt (recorded) and the rerun resumes
-        raise UnreadableCheckpoint(f"{path}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}")
+        raise UnreadableCheckpoint(f"{path}: {type(e).__name__}: {first_line(e, 160)}")
     if not isinstance(ckpt, dict) or not {"model", "optimizer", "state"} <= set(ckpt):
         raise UnreadableCheckpoint(f"{path}: not a lab checkpoint (no model/optimizer/state)")
     return ckpt
@@ -79,14 +78,8 @@ def truncate_jsonl(path: Path, last_step: int, key: str = "step") -> int:
     if not path.exists():
         return 0
     keep, bad = [], 0
-    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not ln.strip():
-            continue
-        try:
-            row = json.loads(ln)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict) or not isinstance(row.get(key), (int, float)):
+    for ln, row in jsonl_rows(path.read_text(encoding="utf-8", errors="replace")):
+        if row is None or not isinstance(row.get(key), (int, float)):
             bad += 1
         elif row[key] <= last_step:
             keep.append(ln)
@@ -98,13 +91,8 @@ def read_jsonl(path: Path) -> list[dict]:
     """Every JSON-object row of a JSONL file (other lines skipped); [] when the file does not exist."""
     if not path.exists():
         return []
-    rows = []
-    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rows.append(json.loads(ln))
-        except json.JSONDecodeError:  # blank, torn or garbage: truncate_jsonl drops these on resume
-            continue
-    return [r for r in rows if isinstance(r, dict)]
+    # torn or garbage lines are skipped here; truncate_jsonl drops them on resume
+    return [row for _, row in jsonl_rows(path.read_text(encoding="utf-8", errors="replace")) if row is not None]
 
 
 def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> tuple[dict, dict]:

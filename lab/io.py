@@ -70,6 +70,26 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def jsonl_rows(text: str) -> list[tuple[str, dict | None]]:
+    """Each non-blank line of a JSONL text with its JSON object, or None where the line is not one
+    (torn by a kill mid-write, or garbage): the one parser of the run folder's line files."""
+    out: list[tuple[str, dict | None]] = []
+    for ln in text.splitlines():
+        if not ln.strip():
+            continue
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError:
+            row = None
+        out.append((ln, row if isinstance(row, dict) else None))
+    return out
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to its first line: what one-line error messages quote."""
+    return (str(e).strip().splitlines() or [""])[0][:limit]
+
+
 @contextlib.contextmanager
 def try_locked(path: str | os.PathLike) -> Iterator[bool]:
     """Try to take an exclusive advisory lock on ``path`` without waiting; yield whether it was taken.

@@ -42,7 +42,7 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
-from lab.io import atomic_write_bytes, locked
+from lab.io import atomic_write_bytes, first_line, jsonl_rows, locked
 
 CACHE_DIR = ".lab"
 RUN_FILES = ("result.json", "config.yaml", "metrics.jsonl")
@@ -110,7 +110,7 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]],
                 doc = yaml.safe_load(f) or {}
             row.update(_flatten(doc.get("config", {}) if isinstance(doc, dict) else {}))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            damage.append(f"{cfg_path}: unreadable ({type(e).__name__}: {_first_line(e)})")
+            damage.append(f"{cfg_path}: unreadable ({type(e).__name__}: {first_line(e)})")
     res = _read_record(res_path, damage) if res_path.exists() else None
     if res is not None:
         if "config" in res and "model.depth" not in row:  # failed before config.yaml was written
@@ -154,17 +154,13 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]],
     return rows, curves
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:200]
-
-
 def _read_record(path: Path, damage: list[str]) -> dict[str, Any] | None:
     """``result.json`` as a dict, or None with the reason appended to ``damage``."""
     try:
         with open(path, encoding="utf-8") as f:
             res = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        damage.append(f"{path}: not a readable JSON record ({type(e).__name__}: {_first_line(e)})")
+        damage.append(f"{path}: not a readable JSON record ({type(e).__name__}: {first_line(e)})")
         return None
     if not isinstance(res, dict):
         damage.append(f"{path}: not a JSON object")
@@ -182,18 +178,10 @@ def _read_curves(path: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]]
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return [], 1
-    lines = text.split("\n")
-    lines.pop()  # "" when the file ends with a newline, else the line being written: skipped
+    complete = text[: text.rfind("\n") + 1]  # the last line, when it has no newline yet, is being written
     curves, bad = [], 0
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            rec = None
-        if not isinstance(rec, dict) or "step" not in rec:
+    for _, rec in jsonl_rows(complete):
+        if rec is None or "step" not in rec:
             bad += 1
             continue
         curves.append({"sweep": sweep, "run": run, **rec})
@@ -300,9 +288,7 @@ def _save_cache(cache: Path, index: dict, runs: pd.DataFrame, curves: pd.DataFra
             atomic_write_bytes(cache / "runs.parquet", _parquet_bytes(runs))
             atomic_write_bytes(cache / "curves.parquet", _parquet_bytes(curves))
             atomic_write_bytes(cache / "index.json", json.dumps(index, sort_keys=True).encode())
-    except PermissionError:  # EACCES: a colleague's sweep; reading never requires writing
-        return
-    except OSError as e:
+    except OSError as e:  # a colleague's read-only sweep: reading never requires writing
         if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             return
         raise

@@ -20,7 +20,6 @@ with ``run_dir`` = its own Hydra output folder. Launchers (``conf/hydra/launcher
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import sys
@@ -275,21 +274,14 @@ def worker_slot(n: int, lock_dir: Path) -> Iterator[int]:
     submitit's local executor starts every job at once and has no cap; jobs wait here instead,
     so the machine runs ``n`` trainings at a time without Hydra's batch-by-batch waits.
     """
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    from lab.io import try_locked
+
     while True:
         for i in range(n):
-            f = open(lock_dir / f"slot{i}.lock", "a+")
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.close()
-                continue
-            try:
-                yield i
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-                f.close()
-            return
+            with try_locked(lock_dir / f"slot{i}.lock") as held:
+                if held:
+                    yield i
+                    return
         time.sleep(0.2)
 
 

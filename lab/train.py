@@ -487,9 +487,7 @@ def finish(s: Session, state: dict[str, Any], out: Outcome) -> dict[str, Any]:
     hardware = {"device": s.device.type, "dtype": "bfloat16" if s.dtype else "float32",
                 "threads": torch.get_num_threads(), "world_size": s.world,
                 "parallel": cfg.train.parallel if s.world > 1 else "none"}
-    last = {"loss": out.last["loss"], "lr": out.last["lr"], "grad_norm": out.last["grad_norm"],
-            "eval": out.last["eval"]}
-    result = result_record(cfg, s.plan, run, state, last, hardware)
+    result = result_record(cfg, s.plan, run, state, out.last, hardware)
     if s.world > 1:
         dist.destroy_process_group()
         if s.rank != 0:

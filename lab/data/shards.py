@@ -13,6 +13,7 @@ renamed into place, so concurrent sweep workers never read a half-written shard.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -65,7 +66,7 @@ class TokenCorpus:
     def names(self) -> list[str]:
         return list(self.domains)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """What the run trains on, in 16 hex digits: the tokenizer, token counts and each domain's text
         hash (``manifest.json``). Changes when files are added to or edited in a user corpus."""

@@ -138,7 +138,7 @@ def _check_params(v: Verdict, res: FitResult, c: HealthCriteria) -> None:
             continue  # derived: judged through N_opt and the loss
         if name in iv and val > 0:
             span = _ratio(iv[name])
-            if math.isfinite(span) or span == math.inf:
+            if not math.isnan(span):
                 v.checks[f"span_{name}"] = _num(span)
                 said = f"{name}'s 95% interval spans {iv[name][0]:.3g} to {iv[name][1]:.3g}"
                 if name.startswith("E"):  # the floor: wide is common, and costs accuracy only far out

@@ -169,14 +169,20 @@ def _check_number(where: str, name: str, v: Any, positive: bool = False) -> None
         raise RecipeError(f"{where}: {name} must be a {'positive ' if positive else ''}number, got {v!r}")
 
 
+def _shape(m: Mapping, seq_len: int):
+    """The model section's shape (N does not depend on the vocabulary, so the byte vocabulary stands in)."""
+    return resolve_shape(vocab_size=256, seq_len=seq_len, num_layers=m["num_layers"], d_model=m["d_model"],
+                         num_heads=m["num_heads"], num_kv_heads=m["num_kv_heads"], d_ff=m["d_ff"],
+                         head_dim=m["head_dim"], tie_embeddings=bool(m.get("tie_embeddings", False)))
+
+
 def _check_model(m: Mapping, seq_len: int, where: str) -> None:
     for k in ("num_layers", "d_model", "num_heads", "num_kv_heads", "d_ff", "head_dim"):
         v = m.get(k)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise RecipeError(f"{where}: model.{k} must be a positive integer, got {v!r}")
     try:
-        resolve_shape(vocab_size=256, seq_len=seq_len, num_layers=m["num_layers"], d_model=m["d_model"],
-                      num_heads=m["num_heads"], num_kv_heads=m["num_kv_heads"], d_ff=m["d_ff"], head_dim=m["head_dim"])
+        _shape(m, seq_len)
     except ValueError as e:
         raise RecipeError(f"{where}: model: {e}") from e
     if not isinstance(m.get("tie_embeddings", False), bool):
@@ -244,10 +250,7 @@ def _check_prediction_matches(r: Mapping, where: str) -> None:
     """Refuse a recipe whose run no longer is the one its loss was predicted for (a hand edit of the
     shape, the tokens or the mixture that left the prediction behind)."""
     m, t, counts = r["model"], r["train"], r.get("counts") or {}
-    shape = resolve_shape(vocab_size=256, seq_len=int(r["data"].get("seq_len", 256)), num_layers=m["num_layers"],
-                          d_model=m["d_model"], num_heads=m["num_heads"], num_kv_heads=m["num_kv_heads"],
-                          d_ff=m["d_ff"], head_dim=m["head_dim"], tie_embeddings=bool(m.get("tie_embeddings", False)))
-    n, d = non_embedding_params(shape), float(t["tokens"])
+    n, d = non_embedding_params(_shape(m, int(r["data"].get("seq_len", 256)))), float(t["tokens"])
     at = r["prediction"].get("at") or {}
     claims = [("counts.params", counts.get("params"), n), ("prediction.at.N", at.get("N"), n),
               ("counts.tokens", counts.get("tokens"), d), ("prediction.at.D", at.get("D"), d)]

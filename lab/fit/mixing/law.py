@@ -39,6 +39,7 @@ from lab.fit.engine.bootstrap import bootstrap_weights, interval
 from lab.fit.engine.errors import FitError, quiet
 from lab.fit.engine.laws import Law, fit_law, objective
 from lab.fit.engine.minimize import minimize_batched
+from lab.fit.health import judged, mixing_health
 from lab.fit.engine.points import ALIASES, LAB_OK_STATUS, read_table, require_one_setting
 
 SUM_TOL = 0.01   # mixtures may be rounded (RegMix: 3 decimals); larger deviations are an error
@@ -419,6 +420,7 @@ def _fit_thetas(data: MixData, delta: float, ridges: np.ndarray) -> list[np.ndar
     return out
 
 
+@judged(mixing_health)
 @quiet
 def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, ridge: float | str = "auto",
                    seed: int = 0, cv_folds: int | None = None) -> MixingLaw:
@@ -543,9 +545,6 @@ def fit_mixing_law(data: MixData, bootstrap: int = 200, delta: float = 1e-2, rid
                          "bootstrap": {"draws": bootstrap, "degenerate_dropped": n_bad},
                          "held_out": _law_cv(data, thetas, delta, ridges, cv_folds, seed)}
     model.observed = {"lo": data.R.min(axis=0), "hi": data.R.max(axis=0)}
-    from lab.fit.health import mixing_health
-
-    model.diagnostics["health"] = mixing_health(model).to_json()
     return model
 
 
