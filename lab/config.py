@@ -186,7 +186,7 @@ class RunConfig:
         return self
 
 
-DESIGN_KINDS = ("none", "isoflop", "kaplan", "batch_lr", "mixture")
+DESIGN_KINDS = ("none", "isoflop", "isoflop_wsd", "kaplan", "batch_lr", "mixture")
 
 
 @dataclass
@@ -206,7 +206,9 @@ class DesignConfig:
     n_sizes: int = 5
     spread: float = 4.0  # isoflop: sizes from 1/spread to spread x the prior optimum
     tokens_per_param: float = 20.0  # prior for the compute-optimal size (Chinchilla's ~20)
-    sizes: Any = None  # kaplan / mixture: list of target N
+    sizes: Any = None  # kaplan / mixture / isoflop_wsd: list of target N
+    budgets: Any = None  # isoflop_wsd: the IsoFLOP budgets C that the size's one WSD run serves
+    branch_fracs: Any = None  # batch_lr: WSD cooldown branches ending at these fractions of the budget
     n_mixtures: int = 8
     alpha: float = 1.0  # Dirichlet concentration of sampled mixtures
     seed: int = 0
@@ -219,13 +221,15 @@ class DesignConfig:
     def validate(self) -> "DesignConfig":
         _choice("design.kind", self.kind, DESIGN_KINDS)
         needs = {"isoflop": ("budget", "size"), "kaplan": ("size", "tokens"), "batch_lr": ("budget",),
-                 "mixture": ("size", "mixture")}.get(self.kind, ())
+                 "mixture": ("size", "mixture"), "isoflop_wsd": ("size", "budgets")}.get(self.kind, ())
         for name in needs:
             if getattr(self, name) is None:
                 raise ValueError(f"design.{name}: the {self.kind} design needs it set (swept by the sweep file)")
         if self.kind == "isoflop" and not (0 <= self.size < self.n_sizes):
             raise ValueError(f"design.size: {self.size} is outside range(design.n_sizes={self.n_sizes})")
-        if self.kind in ("kaplan", "mixture"):
+        if self.kind == "isoflop_wsd" and not all(isinstance(c, (int, float)) and c > 0 for c in self.budgets):
+            raise ValueError(f"design.budgets: positive FLOP counts, got {self.budgets!r}")
+        if self.kind in ("kaplan", "mixture", "isoflop_wsd"):
             if not self.sizes:
                 raise ValueError(f"design.sizes: the {self.kind} design needs a list of target sizes N")
             if not (0 <= self.size < len(self.sizes)):

@@ -54,6 +54,7 @@ class RunSpec:
     lr: float
     mixture: Any = "natural"
     tags: dict[str, Any] = field(default_factory=dict)
+    cooldowns: list[float] = field(default_factory=list)  # WSD cooldown branches (tokens) of this run
 
     def override_list(self) -> list[str]:
         return [f"{k}={_fmt_override(v)}" for k, v in self.overrides.items()]
@@ -62,6 +63,8 @@ class RunSpec:
 def _fmt_override(v: Any) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {_fmt_override(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt_override(x) for x in v) + "]"
     if isinstance(v, float):
         return repr(v)
     return str(v)
@@ -176,6 +179,37 @@ def kaplan_point(n: float, d: float, batch_tokens: int = 4096, lr: float = 3e-3,
                  tags={"design": "kaplan", "size_index": i, "token_index": j})
 
 
+def served_budgets(params: float, budgets: Sequence[float], spread: float, rule: ShapeRule = ShapeRule(),
+                   tokens_per_param: float = 20.0) -> list[float]:
+    """The budgets whose IsoFLOP window (``1/spread`` to ``spread`` x the prior optimum) holds N."""
+    return sorted(float(C) for C in budgets
+                  if 1 / spread <= params / prior_optimal_params(C, rule, tokens_per_param) <= spread)
+
+
+def isoflop_wsd_point(sizes: Sequence[float], k: int, budgets: Sequence[float], spread: float = 4.0,
+                      batch_tokens: int = 4096, lr: float = 3e-3, rule: ShapeRule = ShapeRule(),
+                      tokens_per_param: float = 20.0) -> RunSpec | None:
+    """Size ``k`` as one WSD run that serves every IsoFLOP profile its size belongs to.
+
+    The run trains to the largest budget whose window holds it, and WSD cooldown branches end at
+    the D of each smaller one (Hägele et al. 2024, arXiv:2405.18392): one run, several points of
+    the IsoFLOP grid, for about 1.1x the cost of its largest. None when the size serves no budget.
+    """
+    shape = rule.shape(sizes[k])
+    n = counts(shape)["params"]
+    served = served_budgets(n, budgets, spread, rule, tokens_per_param)
+    if not served:
+        return None
+    spec = _spec(f"n{k}", shape, served[-1], None, batch_tokens, lr,
+                 tags={"design": "isoflop_wsd", "size_index": k,
+                       "budgets": ",".join(f"{C:.4g}" for C in served)})
+    spec.cooldowns = [float(steps_for_tokens(tokens_for_flops(C, shape), batch_tokens, f"budget {C:.3g}") * batch_tokens)
+                      for C in served[:-1]]
+    if spec.cooldowns:
+        spec.overrides["train.cooldowns"] = spec.cooldowns
+    return spec
+
+
 def batch_lr(budgets: Sequence[float], batches: Sequence[int], lrs: Sequence[float],
              rule: ShapeRule = ShapeRule(), tokens_per_param: float = 20.0) -> list[RunSpec]:
     """Batch size x peak LR at each budget; the model is the prior compute-optimal size."""
@@ -185,13 +219,24 @@ def batch_lr(budgets: Sequence[float], batches: Sequence[int], lrs: Sequence[flo
 
 
 def batch_lr_point(C: float, batch: int, lr: float, rule: ShapeRule = ShapeRule(),
-                   tokens_per_param: float = 20.0) -> RunSpec:
-    """The prior compute-optimal model at budget C, trained with this batch and peak LR."""
+                   tokens_per_param: float = 20.0, branch_fracs: Sequence[float] = ()) -> RunSpec:
+    """The prior compute-optimal model at budget C, trained with this batch and peak LR.
+
+    ``branch_fracs``: WSD cooldown branches ending at these fractions of C, so one run also
+    gives the (B, lr) point of the same model at the smaller budgets.
+    """
     if batch % rule.seq_len:
         raise ValueError(f"batch_lr design: batch {batch} is not a multiple of seq_len={rule.seq_len}")
     shape = rule.shape(prior_optimal_params(C, rule, tokens_per_param))
-    return _spec(f"C{C:.0e}_B{batch}_lr{lr:.0e}", shape, C, None, batch, lr,
+    spec = _spec(f"C{C:.0e}_B{batch}_lr{lr:.0e}", shape, C, None, batch, lr,
                  tags={"design": "batch_lr", "budget": float(C)})
+    for f in sorted(set(float(x) for x in branch_fracs)):
+        if not 0 < f < 1:
+            raise ValueError(f"design.branch_fracs: {f} is not a fraction in (0, 1)")
+        spec.cooldowns.append(float(steps_for_tokens(f * spec.tokens, batch, f"branch at {f:g} C") * batch))
+    if spec.cooldowns:
+        spec.overrides["train.cooldowns"] = spec.cooldowns
+    return spec
 
 
 def dirichlet_mixtures(domains: Sequence[str], n: int, alpha: float = 1.0, seed: int = 0, decimals: int = 4) -> list[dict[str, float]]:

@@ -146,12 +146,17 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]],
         row["metrics_bad_lines"] = bad
     rows = [row]
     for b in branches:
-        branch = {k: v for k, v in row.items() if not k.startswith(("loss_val", "bpb_val", "loss_train"))}
+        # a branch is its own (D, C) point: the run's losses and its budget tags do not apply to it
+        branch = {k: v for k, v in row.items() if not k.startswith(("loss_val", "bpb_val", "loss_train"))
+                  and k not in BUDGET_KEYS}
         branch.update({"cooldown": True, "steps": b["step"], "tokens": b["tokens"], "flops": b["flops"],
                        "branch_flops": b["branch_flops"]})
         branch.update({k: v for k, v in b.items() if k.startswith(("loss_val", "bpb_val"))})
         rows.append(branch)
     return rows, curves
+
+
+BUDGET_KEYS = ("budget", "tags.budget", "design.budget")
 
 
 def _read_record(path: Path, damage: list[str]) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import sys
 import threading
@@ -37,6 +38,8 @@ from lab.designs import (
     batch_lr_point,
     dirichlet_mixtures,
     isoflop_point,
+    isoflop_wsd_point,
+    served_budgets,
     kaplan_point,
     mixture_point,
     plan_table,
@@ -82,12 +85,24 @@ def design_spec(cfg: SweepConfig) -> RunSpec | None:
 
     form, params = load_hparam_law(d.hparams)
     if form == "C":
-        b_opt, lr = predict_hparams(params, "C", C=d.budget if d.kind == "isoflop" else spec.flops)
+        b_opt, lr = predict_hparams(params, "C", C=_law_budget(cfg, spec))
     else:
         b_opt, lr = predict_hparams(params, "ND", N=spec.params, D=spec.tokens)
     spec = _design_point(cfg, batch_for(b_opt, cfg.data.seq_len), float(lr))
     spec.tags.update({"hparams_law": str(d.hparams), "B_opt_law": float(b_opt), "lr_opt_law": float(lr)})
     return spec
+
+
+def _law_budget(cfg: SweepConfig, spec: RunSpec) -> float:
+    """The C at which a form-C batch/LR law sets this point's batch and LR: its budget; for a WSD run
+    serving several IsoFLOP budgets, their geometric mean (one LR has to serve them all)."""
+    d = cfg.design
+    if d.kind == "isoflop":
+        return float(d.budget)
+    if d.kind == "isoflop_wsd":
+        served = served_budgets(spec.params, d.budgets, d.spread, _rule(cfg), d.tokens_per_param)
+        return float(math.exp(sum(math.log(c) for c in served) / len(served)))
+    return spec.flops
 
 
 def _design_point(cfg: SweepConfig, batch_tokens: int, lr: float) -> RunSpec | None:
@@ -99,16 +114,30 @@ def _design_point(cfg: SweepConfig, batch_tokens: int, lr: float) -> RunSpec | N
     if d.kind == "isoflop":
         points = [isoflop_point(d.budget, k, d.n_sizes, d.spread, t.batch_tokens, t.lr, rule, d.tokens_per_param)
                   for k in range(d.size + 1)]
-        shape = lambda s: tuple(v for k, v in s.overrides.items() if k.startswith("model."))  # noqa: E731
-        if any(shape(p) == shape(points[-1]) for p in points[:-1]):
+        if any(_same_shape(p, points[-1]) for p in points[:-1]):
             raise DuplicatePoint(f"design.size={d.size} rounds to the same shape as a smaller index at this budget")
         return points[-1]
+    if d.kind == "isoflop_wsd":
+        spec = isoflop_wsd_point([float(x) for x in d.sizes], d.size, [float(c) for c in d.budgets], d.spread,
+                                 t.batch_tokens, t.lr, rule, d.tokens_per_param)
+        if spec is None:
+            raise DuplicatePoint(f"design.size={d.size} lies in no budget's IsoFLOP window")
+        if any(_same_shape(spec, isoflop_wsd_point([float(x) for x in d.sizes], k, [float(c) for c in d.budgets],
+                                                    d.spread, t.batch_tokens, t.lr, rule, d.tokens_per_param))
+               for k in range(d.size)):
+            raise DuplicatePoint(f"design.size={d.size} rounds to the same shape as a smaller index")
+        return spec
     if d.kind == "kaplan":
         return kaplan_point(float(d.sizes[d.size]), d.tokens, t.batch_tokens, t.lr, rule, d.size)
     if d.kind == "batch_lr":
-        return batch_lr_point(d.budget, t.batch_tokens, t.lr, rule, d.tokens_per_param)
+        return batch_lr_point(d.budget, t.batch_tokens, t.lr, rule, d.tokens_per_param, d.branch_fracs or ())
     mix = dirichlet_mixtures(_domains(cfg), d.n_mixtures, d.alpha, d.seed)[d.mixture]
     return mixture_point(mix, float(d.sizes[d.size]), d.tokens_per_param, t.batch_tokens, t.lr, rule, d.size, d.mixture)
+
+
+def _same_shape(a: RunSpec | None, b: RunSpec | None) -> bool:
+    shape = lambda s: tuple(v for k, v in s.overrides.items() if k.startswith("model."))  # noqa: E731
+    return a is not None and b is not None and shape(a) == shape(b)
 
 
 def job_config(cfg: SweepConfig) -> tuple[SweepConfig, RunSpec]:
@@ -118,7 +147,8 @@ def job_config(cfg: SweepConfig) -> tuple[SweepConfig, RunSpec]:
         o = spec.overrides
         model = replace(cfg.model, depth=None, **{k.split(".", 1)[1]: v for k, v in o.items() if k.startswith("model.")})
         train = replace(cfg.train, batch_tokens=spec.batch_tokens, lr=spec.lr,
-                        tokens=o.get("train.tokens"), flops=o.get("train.flops"))
+                        tokens=o.get("train.tokens"), flops=o.get("train.flops"),
+                        cooldowns=list(spec.cooldowns) or cfg.train.cooldowns)
         data = replace(cfg.data, mixture=spec.mixture) if spec.mixture != "natural" else cfg.data
         cfg = replace(cfg, model=model, train=train, data=data, tags={**cfg.tags, **spec.tags})
     else:

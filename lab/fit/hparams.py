@@ -60,8 +60,12 @@ def _pick(df: pd.DataFrame, given: str | None, aliases: list[str], what: str) ->
 
 def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = None, C: str | None = None,
                  batch: str | None = None, batch_unit: str = "tokens", seq_len: int | None = None,
-                 lr: str | None = None, loss: str | None = None) -> HparamData:
-    """Validate a batch x LR table and group its runs into cells (budgets or (N, D) pairs)."""
+                 lr: str | None = None, loss: str | None = None, cooldowns: bool = True) -> HparamData:
+    """Validate a batch x LR table and group its runs into cells (budgets or (N, D) pairs).
+
+    ``cooldowns``: keep the lab's WSD cooldown-branch rows; each is the same (B, lr) run finished at
+    a smaller D, so it joins the cell of its own C (the budget tags are the main run's and are not used).
+    """
     require(form in ("C", "ND"), f"--form {form!r}; allowed: C, ND")
     require(batch_unit in ("tokens", "sequences"), f"--batch-unit {batch_unit!r}; allowed: tokens, sequences")
     df, where = read_table(source)
@@ -75,7 +79,8 @@ def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = 
     notes: list[str] = []
     excluded: list[dict[str, Any]] = []
     keep = np.ones(len(df), bool)
-    if "cooldown" in df.columns:
+    has_branches = "cooldown" in df.columns and df["cooldown"].fillna(False).astype(bool).any()
+    if has_branches and not cooldowns:
         keep &= ~df["cooldown"].fillna(False).astype(bool).to_numpy()
     if "status" in df.columns:
         st = df["status"].astype(str).to_numpy()
@@ -115,7 +120,7 @@ def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = 
     if form == "C":
         from lab.fit.engine.points import group_budgets
         budget = None
-        if "budget" in df.columns:
+        if "budget" in df.columns and not (has_branches and cooldowns):
             bb = pd.to_numeric(df["budget"], errors="coerce").to_numpy(float)[keep]
             budget = bb if np.all(np.isfinite(bb)) else None
         cell = group_budgets(c, budget, rel_tol=0.1)
@@ -221,7 +226,8 @@ def fit_hparams(h: HparamData, form: str = "C", band: float = 0.0025, bootstrap:
     ----------
     h : HparamData
         The batch x LR grid from :func:`load_hparams`: per run N, D, C, B (tokens), lr and loss, and
-        the cell each run belongs to (failed, diverged and cooldown runs already excluded).
+        the cell each run belongs to (failed and diverged runs already excluded; WSD cooldown
+        branches kept as points at their own D unless loaded with ``cooldowns=False``).
     form : {"C", "ND"}, default "C"
         Which laws; must be the form ``h`` was loaded with (it decides the cells).
     band : float, default 0.0025
@@ -358,6 +364,24 @@ def predict_hparams(params: dict[str, float], form: str, C: float | None = None,
     require(N is not None and D is not None, "form ND predicts from N and D")
     return (params["B_coef"] * D ** params["B_D_exp"],
             params["lr_coef"] * N ** params["lr_N_exp"] * D ** params["lr_D_exp"])
+
+
+def resolved_law(res: FitResult) -> tuple[dict[str, float], list[str]]:
+    """The form-C law to act on: an exponent whose bootstrap interval contains 0 is not resolved by
+    the grid, so that optimum is taken as flat in C, its coefficient the geometric mean of the
+    near-optimal runs' values. A slope the data cannot sign would otherwise be extrapolated as if
+    it were known (at tiny scales the cells' optima move by less than the grid step)."""
+    require(res.extra.get("form") == "C", "resolved_law: form C laws only")
+    h, near = res.extra["data"], res.extra["near"]
+    params, notes = dict(res.params), []
+    for q, values in (("B", h.B), ("lr", h.lr)):
+        lo, hi = (res.intervals.get(f"{q}_C_exp") or [math.nan, math.nan])[:2]
+        if lo is not None and hi is not None and lo <= 0 <= hi:
+            params[f"{q}_C_exp"] = 0.0
+            params[f"{q}_coef"] = float(np.exp(np.mean(np.log(values[near]))))
+            notes.append(f"{q}_opt: the exponent's 95% interval [{lo:.3g}, {hi:.3g}] contains 0; taken as flat, "
+                         f"{q}_opt = {params[f'{q}_coef']:.3g} (geometric mean of the near-optimal runs)")
+    return params, notes
 
 
 def batch_for(b_opt: float, seq_len: int) -> int:

@@ -67,12 +67,20 @@ class _Target:
 def build_recipe(sweeps: list[str], target_flops: float | None = None, target_params: float | None = None,
                  target_tokens: float | None = None, approach: str = "auto", bootstrap: int = 500,
                  seed: int = 0, hparam_sweeps: list[str] | None = None, mixing_sweeps: list[str] | None = None,
-                 mixing_weights: str | None = None, force: bool = False) -> Recipe:
+                 mixing_weights: str | None = None, force: bool = False,
+                 mixing_law: dict[str, Any] | None = None, hparam_law: str | None = None) -> Recipe:
     """Fit the sweeps and derive the full-size run at one target (C, N or D); see the module docstring.
 
     The loss law's health (:mod:`lab.fit.health`: its own checks and the agreement of approaches
     1-3 at the target) is written into ``laws.loss.health``. An ``ill-posed`` law is refused with
     its reasons and fixes unless ``force``.
+
+    ``hparam_law``: a batch/LR law file (``lab.fit hparams --json``, or a study's resolved law) to
+    take batch and LR from instead of fitting ``hparam_sweeps``: the law the proxies followed.
+
+    ``mixing_law``: a mixing law already fitted and followed (a staged study's mixture stage, whose
+    mixture the loss sweeps trained on): the recipe keeps the loss sweeps' mixture, marked fitted
+    with this law, and the prediction is for that mixture. Refused when the sweeps trained on another.
 
     Raises :class:`RecipeError` naming the input when no recipe can be built.
     """
@@ -93,14 +101,18 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
         # D spends C exactly with the shape actually chosen (unless D was the target)
         tokens = float(target_tokens) if target_tokens is not None else tokens_for_flops(tgt.flops, shape)
         batch_tokens, lr, hp_law = sw.settings["batch_tokens"], sw.settings["lr"], None
-        if hparam_sweeps:
-            batch_tokens, lr, hp_law = _hparams_from(hparam_sweeps, tgt.flops, sw.settings["seq_len"], bootstrap,
+        if hparam_law:
+            batch_tokens, lr, hp_law = hparams_from_law(hparam_law, tgt.flops, sw.settings["seq_len"])
+        elif hparam_sweeps:
+            batch_tokens, lr, hp_law = hparams_from(hparam_sweeps, tgt.flops, sw.settings["seq_len"], bootstrap,
                                                      seed, notes)
         steps = steps_for_tokens(tokens, batch_tokens, "the recipe's D")
         tokens = float(steps * batch_tokens)
         mixture, mix_law = sw.settings["mixture"], None
-        if mixing_sweeps:
-            mixture, mix_law = _mixture_from(mixing_sweeps, float(c["params"]), tokens, mixing_weights, bootstrap,
+        if mixing_law is not None:
+            mix_law = _followed_mixing_law(mixing_law, mixture)
+        elif mixing_sweeps:
+            mixture, mix_law = mixture_from(mixing_sweeps, float(c["params"]), tokens, mixing_weights, bootstrap,
                                              seed, notes)
         flops_run = tokens * c["flops_per_token"]
         factor = flops_run / float(sw.points.C.max())
@@ -145,7 +157,7 @@ def _load_sweeps(sweeps: list[str]) -> _Sweeps:
         ok = ok[~ok["cooldown"].fillna(False).astype(bool)]
     if ok.empty:
         raise RecipeError(f"no completed runs in {', '.join(sweeps)}")
-    pts = load_points(runs)
+    pts = load_points(runs, cooldowns=True)  # a WSD cooldown branch is a finished run at its own (D, C)
     return _Sweeps(list(sweeps), runs, _settings(ok), pts, FlopModel(pts.N, pts.C, pts.D))
 
 
@@ -239,7 +251,9 @@ def _loss_health(sw: _Sweeps, fit, C: float, seed: int, force: bool, notes: list
     mine = "approach3" if fit.law.endswith("approach 3") else "approach2"
     if fit.predictions.get("C") == C:  # the chosen law already predicts at C: no refit
         others[mine] = fit
-    for name, run in (("approach1", lambda: approach1(sw.points, curves=load_curves(*sw.names), bootstrap=0,
+    # the curves of a WSD run before its decay are not finished schedules: approach 1 then takes run ends
+    curves = None if sw.settings["schedule"] == "wsd" else load_curves(*sw.names)
+    for name, run in (("approach1", lambda: approach1(sw.points, curves=curves, bootstrap=0,
                                                       target_flops=C, seed=seed, holdout=False)),
                       ("approach2", lambda: approach2(sw.points, bootstrap=0, target_flops=C, seed=seed,
                                                       holdout=False)),
@@ -311,7 +325,7 @@ def _target(sw: _Sweeps, res3, res2, target_flops: float | None, target_params: 
 # Hyperparameters and mixture
 # ----------------------------------------------------------------------------------------------
 
-def _hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, seed: int,
+def hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, seed: int,
                   notes: list[str]) -> tuple[int, float, dict[str, Any]]:
     """Batch (tokens, a power-of-two number of sequences) and peak LR from the fitted form-C laws."""
     _require_dirs(sweeps, "--hparams sweep folder")
@@ -329,10 +343,15 @@ def _hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, see
     return seqs * seq_len, float(lr_opt), law
 
 
-def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bootstrap: int, seed: int,
-                  notes: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+def mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bootstrap: int, seed: int,
+                 notes: list[str], max_epochs: float | None = None, min_share: str | None = None,
+                 max_share: str | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """The optimal mixture from mixture sweeps (lab.fit mixing): nested at the recipe's (N, D) when the
-    sweeps allow it, else the mixing law at their largest proxy size (said in the notes)."""
+    sweeps allow it, else the mixing law at their largest proxy size (said in the notes).
+
+    The search stays inside the share bounds (``min_share``/``max_share``, 'a=0.1,b=0.05'), the
+    fitted runs' share range and, with ``max_epochs``, each domain's epoch cap at D tokens.
+    """
     _require_dirs(sweeps, "--mixing sweep folder")
     try:
         data = load_mixing(load_runs(*sweeps))
@@ -347,8 +366,9 @@ def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bo
             how = f"mixing law at {where} (not nested: {e})"
             notes.append(f"mixture: {how}")
         model = fit_mixing_law(fit_data, bootstrap=min(bootstrap, 200), seed=seed)
-        opt = optimize(model, w, make_box(data.domains, data_range=(fit_data.R.min(0), fit_data.R.max(0))),
-                       data.natural, seed=seed)
+        box = make_box(data.domains, min_share, max_share, max_epochs, D if max_epochs else None, data.unique_tokens,
+                       data_range=(fit_data.R.min(0), fit_data.R.max(0)))
+        opt = optimize(model, w, box, data.natural, seed=seed)
     except FitError as e:
         raise RecipeError(f"--mixing: {e}") from None
     notes.append("prediction.loss_val is the loss law's, fitted on the loss sweeps' own mixture; the mixing law "
@@ -357,8 +377,40 @@ def _mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bo
            "predicted_target": opt["target"], "predicted_target_interval": opt.get("target_interval"),
            "gain_vs_uniform": opt["uniform"]["gain"], "gain_vs_natural": opt.get("natural", {}).get("gain"),
            "held_out_mae": model.diagnostics["held_out"].get("mae", {}).get("mean"),
+           "box": box.to_json(), "health": model.diagnostics.get("health"),
            "sweeps": [str(Path(s).resolve()) for s in sweeps]}
     return _rounded_shares(opt["mixture"]), law
+
+
+def hparams_from_law(path: str, C: float, seq_len: int) -> tuple[int, float, dict[str, Any]]:
+    """Batch (tokens) and peak LR at C from a saved batch/LR law file."""
+    from lab.fit.hparams import load_hparam_law
+
+    try:
+        form, params = load_hparam_law(path)
+        doc = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise RecipeError(str(e).replace("design.hparams", "hparam_law")) from None
+    if form != "C":
+        raise RecipeError(f"hparam_law {path}: a form-{form} law; the recipe takes batch and LR from a form-C law")
+    b_opt, lr_opt = predict_hparams(params, "C", C=C)
+    seqs = batch_for(b_opt, seq_len) // seq_len
+    common = {"law": doc.get("formula") or doc.get("law"), "params": params, "intervals": doc.get("intervals"),
+              "file": str(Path(path).resolve()), "notes": doc.get("resolved", []),
+              "edge_warnings": (doc.get("diagnostics") or {}).get("edge_warnings", [])}
+    law = {"batch_size": {**common, "B_opt_law": b_opt, "rounding": f"{seqs} sequences of {seq_len} (nearest power of two)"},
+           "lr": {**common, "lr_opt_law": lr_opt}}
+    return seqs * seq_len, float(lr_opt), law
+
+
+def _followed_mixing_law(law: dict[str, Any], trained: Any) -> dict[str, Any]:
+    """The law a study's loss sweeps followed; their mixture must be the law's choice."""
+    chosen = law.get("mixture")
+    if not isinstance(chosen, dict) or not isinstance(trained, dict) or set(chosen) != set(trained) or any(
+            abs(float(chosen[d]) - float(trained[d])) > 1e-4 for d in chosen):
+        raise RecipeError(f"the loss sweeps trained on mixture {trained!r}, not the mixing law's choice {chosen!r}: "
+                          "rerun the loss stage on the law's mixture")
+    return {k: v for k, v in law.items() if k != "mixture"}
 
 
 def _rounded_shares(mix: dict[str, float]) -> dict[str, float]:
@@ -402,7 +454,7 @@ def _predict(sw: _Sweeps, res3, res2, N: float, D: float, flops_run: float, boot
     domains = {}
     for col in [k for k in sw.runs.columns if k.startswith("loss_val_")]:
         try:
-            r = approach3(load_points(sw.runs, loss=col), bootstrap=min(bootstrap, 200), seed=seed, holdout=False)
+            r = approach3(load_points(sw.runs, loss=col, cooldowns=True), bootstrap=min(bootstrap, 200), seed=seed, holdout=False)
             Ld, ivd = _loss_at(r, N, D)
             domains[col[len("loss_val_"):]] = {"loss_val": Ld, "loss_val_interval": ivd}
         except FitError as e:
