@@ -1,0 +1,108 @@
+"""What a staged study runs: typed, frozen settings per stage, and the two presets.
+
+Symbols as in :mod:`lab.counting`: N non-embedding parameters, D tokens, C training FLOPs in the
+lab's convention (``flops_per_token(shape) * D``), B = batch in tokens.
+
+The presets are sized for 2 CPU cores (``DEFAULT`` about 25 minutes, ``QUICK`` about 6):
+
+* **hparams** (stage a): a batch x LR grid at the prior-optimal size of each budget, WSD with a
+  cooldown branch at 1/3 of each run, so every run gives two cells of the form-C laws.
+* **mixture** (stage b): Dirichlet mixtures of every domain at 3 sizes (1 in ``QUICK``), D/N
+  fixed, each at stage a's batch and LR: the nested mixing law picks the target's mixture.
+* **loss** (stage c): IsoFLOP profiles from one WSD run per size (cooldown branches end at the
+  smaller budgets its size belongs to), with seeds, on stage b's mixture at stage a's batch and LR.
+* **full** (stage e): the recipe's run, with ``full_seeds`` seeds: the first is back-tested, the
+  spread of all is the floor any prediction has to live with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HparamStage:
+    """Stage a: the batch x LR grid. Each budget's model is the prior compute-optimal size."""
+
+    budgets: tuple[float, ...] = (1e11, 4e11)
+    batches: tuple[int, ...] = (512, 1024, 2048)
+    lrs: tuple[float, ...] = (3e-3, 6e-3, 1.2e-2)
+    branch_fracs: tuple[float, ...] = (1 / 9, 1 / 3)  # WSD cooldown branches, as fractions of each budget
+    widen_rounds: int = 1  # an edge most cells' best runs sit on: extend the grid past it this many times
+    # The smallest batch considered (tokens). Below 2 sequences a CPU step is all overhead: these
+    # proxies are step-limited and would take batch 1 sequence at ~4x the wall time per token.
+    min_batch: int = 512
+
+
+@dataclass(frozen=True)
+class MixtureStage:
+    """Stage b: ``n_mixtures`` Dirichlet mixtures at every size, D = tokens_per_param * N."""
+
+    sizes: tuple[float, ...] = (4e3, 1.3e4, 2.7e4)
+    n_mixtures: int = 8
+    tokens_per_param: float = 40.0
+    alpha: float = 1.0
+    max_epochs: float = 4.0  # no domain repeated more often than this in the target run
+    min_share: str | None = None  # 'domain=0.05,...' bounds on the chosen mixture
+    max_share: str | None = None
+
+
+@dataclass(frozen=True)
+class LossStage:
+    """Stage c: IsoFLOP profiles at ``budgets`` from one WSD run per size, ``seeds`` seeds each."""
+
+    budgets: tuple[float, ...] = (3.125e10, 6.25e10, 1.25e11, 2.5e11, 5e11)
+    sizes: tuple[float, ...] = (4e3, 1.3e4, 2.7e4, 5.5e4, 8.3e4)
+    # A size belongs to budget C when it lies within spread x of C's prior optimum. Wide: a size's one
+    # run then serves most budgets (branches are cheap), so approach 3 sees N and D vary apart.
+    spread: float = 16.0
+    seeds: int = 2
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The whole study: the stages, the target and what every run shares."""
+
+    name: str = "default"
+    hparams: HparamStage = field(default_factory=HparamStage)
+    mixture: MixtureStage = field(default_factory=MixtureStage)
+    loss: LossStage = field(default_factory=LossStage)
+    target_factor: float = 10.0  # the target C is this many times the loss stage's largest budget
+    full_seeds: int = 2
+    seed: int = 0  # shifts every stage's seeds (and the mixtures drawn): a whole new study
+    corpus: str = "builtin"
+    seq_len: int = 256
+    tokens_per_param: float = 120.0  # the prior D/N of the designs (measured for byte-level proxies)
+    warmup: float = 0.02
+    decay: float = 0.2
+    bootstrap: int = 400
+
+    @property
+    def target_flops(self) -> float:
+        return self.target_factor * max(self.loss.budgets)
+
+    def with_seed(self, seed: int) -> "StudyConfig":
+        return replace(self, seed=int(seed))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def common_overrides(self) -> list[str]:
+        """The settings every run of the study shares (so their losses mean the same thing)."""
+        return [f"data.corpus={self.corpus}", f"data.seq_len={self.seq_len}", "data.val_weights=uniform",
+                "train.schedule=wsd", f"train.decay={self.decay}", f"train.warmup={self.warmup}",
+                f"design.tokens_per_param={self.tokens_per_param}"]
+
+
+DEFAULT = StudyConfig()
+
+QUICK = StudyConfig(
+    name="quick",
+    hparams=HparamStage(budgets=(1e11,), widen_rounds=0),
+    mixture=MixtureStage(sizes=(4e3,), n_mixtures=8, tokens_per_param=40.0),
+    loss=LossStage(budgets=(3e10, 6e10, 1.2e11, 2.4e11), sizes=(4e3, 1.3e4, 2.7e4, 5.5e4), seeds=1),
+    target_factor=3.0, full_seeds=1, bootstrap=200,
+)
+
+PRESETS = {"default": DEFAULT, "quick": QUICK}
