@@ -41,6 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-highest", type=int, default=0, metavar="K",
                    help="leave out the K highest-loss points (Besiroglu et al. drop 5), reported as dropped")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cooldowns", choices=["keep", "drop"], default="keep",
+                   help="WSD cooldown-branch rows: points at their own (D, C) (keep, default) or dropped")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     p.add_argument("--plot", metavar="DIR", help="write the law's plots (PNG and SVG) into DIR")
 
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args) -> tuple[Points, Any]:
-    pts = load_points(args.input, args.N_col, args.D_col, args.C_col, args.loss_col)
+    pts = load_points(args.input, args.N_col, args.D_col, args.C_col, args.loss_col,
+                      cooldowns=args.cooldowns == "keep")
     if args.drop_highest:
         if args.drop_highest >= len(pts):
             raise FitError(f"--drop-highest {args.drop_highest} would leave no points (there are {len(pts)})")

@@ -154,7 +154,8 @@ def approach3(pts: Points, bootstrap: int = 1000, target_flops: float | None = N
     params = {k: float(v[0]) for k, v in law.public(theta).items()}
     al, be, A, B = params["alpha"], params["beta"], params["A"], params["B"]
     a, b = be / (al + be), al / (al + be)
-    G = (al * A / (be * B)) ** (1.0 / (al + be))
+    with np.errstate(all="ignore"):  # a degenerate fit (an exponent <= 0) has no real G: nan, not complex
+        G = float(np.power(np.float64(al * A / (be * B)), 1.0 / (al + be)))
     params.update({"a": a, "b": b, "G": G})
 
     rng = np.random.default_rng(seed)
