@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from lab.config import DesignConfig, RunConfig, SweepConfig, register_configs, to_run_config
 from lab.schedule import check_warmup
@@ -87,7 +87,7 @@ def design_spec(cfg: SweepConfig) -> RunSpec | None:
     if form == "C":
         b_opt, lr = predict_hparams(params, "C", C=_law_budget(cfg, spec))
     else:
-        b_opt, lr = predict_hparams(params, "ND", N=spec.params, D=spec.tokens)
+        b_opt, lr = predict_hparams(params, "ND", N=spec.params, D=_law_tokens(spec))
     spec = _design_point(cfg, batch_for(b_opt, cfg.data.seq_len), float(lr))
     spec.tags.update({"hparams_law": str(d.hparams), "B_opt_law": float(b_opt), "lr_opt_law": float(lr)})
     return spec
@@ -103,6 +103,13 @@ def _law_budget(cfg: SweepConfig, spec: RunSpec) -> float:
         served = served_budgets(spec.params, d.budgets, d.spread, _rule(cfg), d.tokens_per_param)
         return float(math.exp(sum(math.log(c) for c in served) / len(served)))
     return spec.flops
+
+
+def _law_tokens(spec: RunSpec) -> float:
+    """The D at which a form-ND batch/LR law sets this point's batch and LR: its D; for a WSD run with
+    cooldown branches, the geometric mean of the D it finishes at (one LR has to serve them all)."""
+    ds = [spec.tokens, *spec.cooldowns]
+    return float(math.exp(sum(math.log(d) for d in ds) / len(ds)))
 
 
 def _design_point(cfg: SweepConfig, batch_tokens: int, lr: float) -> RunSpec | None:
@@ -212,12 +219,15 @@ def _compose(config_name: str, overrides: list[str]):
         raise ValueError(str(e).strip().splitlines()[0]) from None
 
 
-def plan_jobs(config_name: str, overrides: list[str]) -> list[tuple[list[str], SweepConfig, RunSpec]]:
-    """Compose and validate every job of a sweep; raises ValueError before anything runs."""
+def plan_jobs(config_name: str, overrides: list[str], exclude_keys: Sequence[str] = ()
+              ) -> list[tuple[list[str], SweepConfig, RunSpec]]:
+    """Compose and validate every job of a sweep; raises ValueError before anything runs.
+    ``exclude_keys``: those the command line adds to hydra.job.config.override_dirname.exclude_keys."""
     base = _compose(config_name, [o for o in overrides if not _is_sweep(o)])
     grid = expand_grid(dict(base.hydra.sweeper.params or {}), overrides)
     jobs = []
     for job_overrides in grid:
+        _check_folder_name(base, job_overrides, exclude_keys)
         cfg = to_run_config(_compose(config_name, job_overrides), SweepConfig)
         try:
             run_cfg, spec = job_config(cfg)
@@ -227,6 +237,29 @@ def plan_jobs(config_name: str, overrides: list[str]) -> list[tuple[list[str], S
             raise ValueError(f"job {' '.join(job_overrides)}: {e}") from None
         jobs.append((job_overrides, run_cfg, spec))
     return jobs
+
+
+def _check_folder_name(base: Any, job_overrides: list[str], exclude_keys: Sequence[str] = ()) -> None:
+    """A run folder is named by its overrides (Hydra's override_dirname); one longer than a file name
+    may be (255 bytes) would fail inside the job, after the sweep launched."""
+    excluded = set((base.hydra.job.config.override_dirname or {}).get("exclude_keys") or []) | set(exclude_keys)
+    key = lambda o: o.split("=", 1)[0].lstrip("+~")  # noqa: E731
+    name = ",".join(sorted(o for o in job_overrides if key(o) not in excluded))
+    if len(name.encode()) > 255:
+        longest = key(max((o for o in job_overrides if key(o) not in excluded), key=len))
+        raise ValueError(f"the run folder name of job {' '.join(job_overrides)[:80]}... would be {len(name.encode())} "
+                         f"bytes, over the 255 a file name may have: keep long shared settings out of it with "
+                         f"hydra.job.config.override_dirname.exclude_keys=[...,{longest}] (each run's config.yaml "
+                         "still records them)")
+
+
+def exclude_keys_of(argv: Sequence[str]) -> list[str]:
+    """The keys a ``hydra.job.config.override_dirname.exclude_keys=[a,b]`` argument names (none: [])."""
+    for a in argv:
+        k, _, v = a.partition("=")
+        if k.lstrip("+~") == "hydra.job.config.override_dirname.exclude_keys":
+            return [x.strip() for x in v.strip("[]").split(",") if x.strip()]
+    return []
 
 
 def _is_sweep(override: str) -> bool:
@@ -268,8 +301,9 @@ def speed_probe(specs: list[RunSpec], cfg: SweepConfig, steps: int = 3) -> float
     return sum(rates) / len(rates) if rates else 0.0
 
 
-def print_plan(config_name: str, overrides: list[str], probe: bool = True) -> list[RunSpec]:
-    jobs = plan_jobs(config_name, overrides)
+def print_plan(config_name: str, overrides: list[str], probe: bool = True, exclude_keys: Sequence[str] = ()
+               ) -> list[RunSpec]:
+    jobs = plan_jobs(config_name, overrides, exclude_keys)
     specs = [s for _, _, s in jobs]
     workers = default_workers()
     rate = speed_probe(specs, jobs[0][1]) * workers if probe else None
@@ -498,7 +532,8 @@ def main() -> None:
         if any(a.replace(" ", "") in ("hydra/launcher=slurm", "hydra/launcher=submitit_slurm") for a in argv):
             check_slurm()
         # Compose and validate every job, and print the plan, before anything is launched.
-        print_plan(name, overrides, probe=plan_only or os.environ.get("LAB_SWEEP_PROBE", "1") != "0")
+        print_plan(name, overrides, probe=plan_only or os.environ.get("LAB_SWEEP_PROBE", "1") != "0",
+                   exclude_keys=exclude_keys_of(argv))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

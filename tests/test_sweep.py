@@ -37,6 +37,9 @@ def test_bad_design_values_fail_before_launch():
         plan_jobs("smoke", ["model.widthh=3"])
     with pytest.raises(ValueError, match="less than half"):
         plan_jobs("smoke", ["design.budget=1e6"])
+    long = "{" + ",".join(f"domain_number_{i}:0.1" for i in range(10)) + "}"
+    with pytest.raises(ValueError, match="255 a file name.*exclude_keys=.*data.mixture"):
+        plan_jobs("smoke", [f"data.mixture={long}"])
 
 
 def _sweep(tmp: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:

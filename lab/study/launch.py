@@ -41,9 +41,16 @@ def _key(override: str) -> str:
 def sweep_command(design: str, sweep_dir: Path, axes: Sequence[str], fixed: Sequence[str]) -> list[str]:
     """The ``lab.sweep`` command line: ``axes`` are swept (a, b values), ``fixed`` are shared and kept
     out of the run folders' names (a study's folders are named by their axes alone)."""
-    excludes = list(BASE_EXCLUDES) + sorted({_key(o) for o in fixed} - set(BASE_EXCLUDES))
     return [sys.executable, "-m", "lab.sweep", "-cn", design, "-m", f"hydra.sweep.dir={sweep_dir}",
-            f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excludes)}]", *fixed, *axes]
+            _excludes(fixed), *fixed, *axes]
+
+
+def _exclude_keys(fixed: Sequence[str]) -> list[str]:
+    return list(BASE_EXCLUDES) + sorted({_key(o) for o in fixed} - set(BASE_EXCLUDES))
+
+
+def _excludes(fixed: Sequence[str]) -> str:
+    return f"hydra.job.config.override_dirname.exclude_keys=[{','.join(_exclude_keys(fixed))}]"
 
 
 def plan_flops(design: str, axes: Sequence[str], fixed: Sequence[str], probe: bool = False
@@ -52,7 +59,7 @@ def plan_flops(design: str, axes: Sequence[str], fixed: Sequence[str], probe: bo
     included; raises ValueError on a bad design."""
     from lab.sweep import default_workers, plan_jobs, speed_probe
 
-    jobs = plan_jobs(design, [*fixed, *axes])
+    jobs = plan_jobs(design, [*fixed, *axes], _exclude_keys(fixed))
     total = 0.0
     for _, cfg, spec in jobs:  # a branch of D tokens costs its decay, decay * D, beyond the main run
         total += spec.flops + sum(cfg.train.decay * d * spec.flops / spec.tokens for d in spec.cooldowns)
