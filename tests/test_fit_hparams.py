@@ -150,3 +150,40 @@ def test_real_cpu_batch_lr_sweep_fits_and_feeds_a_recipe(tmp_path, fixture_corpu
     assert rec["laws"]["lr"]["fitted"] is True and rec["laws"]["batch_size"]["fitted"] is True
     assert rec["train"]["batch_tokens"] % rec["data"]["seq_len"] == 0
     assert rec["train"]["lr"] == pytest.approx(rec["laws"]["lr"]["lr_opt_law"])
+
+
+def _nd_grid(lr_of, noise=0.002, seed=0) -> pd.DataFrame:
+    """An (N, D) grid of batch x LR bowls: lr_opt = lr_of(N, D), B_opt = 1024 everywhere, with noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for N in (1e4, 3e4, 1e5):
+        for D in (1e6, 2e6, 4e6):
+            for B in (256, 512, 1024, 2048, 4096):
+                for fl in 2.0 ** np.arange(-2, 2.5, 0.5):
+                    lr = lr_of(N, D) * fl
+                    L = 2.5 * (1 + 0.004 * np.log(B / 1024) ** 2 + 0.006 * np.log(fl) ** 2) * np.exp(rng.normal(0, noise))
+                    rows.append({"params": N, "tokens": D, "flops": 6 * N * D, "batch_tokens": B, "lr": lr,
+                                 "loss_val": L, "status": "completed"})
+    return pd.DataFrame(rows)
+
+
+def test_resolved_law_holds_unresolved_exponents_at_zero_and_keeps_the_rest():
+    from lab.fit.hparams import resolved_law
+
+    df = _nd_grid(lambda N, D: 0.5 * N ** -0.5)  # no D dependence; batch optimum flat in D
+    res = fit_hparams(load_hparams(df, form="ND"), form="ND", bootstrap=40, band=0.003)
+    rl = resolved_law(res, bootstrap=40, at={"N": 5e4, "D": 3e6}, floor_batch=256)
+    assert rl.params["lr_D_exp"] == 0.0 and rl.params["B_D_exp"] == 0.0
+    assert any("lr_D_exp" in n for n in rl.notes) and any("B_D_exp" in n for n in rl.notes)
+    assert rl.params["lr_N_exp"] == pytest.approx(-0.5, abs=0.1)
+    lo, hi = rl.intervals["lr_N_exp"]
+    assert lo <= -0.5 <= hi and hi - lo < 0.5
+    assert rl.predictions["lr_opt"] == pytest.approx(0.5 * 5e4 ** -0.5, rel=0.3)
+    assert rl.predictions["B_opt"] == pytest.approx(1024, rel=0.3)
+    assert rl.health["verdict"] == "ok", rl.health
+    # an exponent that is resolved is kept: lr falling with D too
+    res = fit_hparams(load_hparams(_nd_grid(lambda N, D: 30 * N ** -0.5 * D ** -0.3), form="ND"), form="ND",
+                      bootstrap=40, band=0.003)
+    rl = resolved_law(res, bootstrap=40, at={"N": 5e4, "D": 3e6})
+    assert rl.params["lr_D_exp"] == pytest.approx(-0.3, abs=0.12)
+    assert not any("lr_D_exp" in n for n in rl.notes)

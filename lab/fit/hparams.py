@@ -124,8 +124,14 @@ def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = 
             bb = pd.to_numeric(df["budget"], errors="coerce").to_numpy(float)[keep]
             budget = bb if np.all(np.isfinite(bb)) else None
         cell = group_budgets(c, budget, rel_tol=0.1)
-    else:
-        key = [(round(math.log(x), 2), round(math.log(y), 2)) for x, y in zip(n, d)]
+    else:  # one cell per model size and D: runs whose D differ by a step's rounding join one cell
+        from lab.fit.engine.points import group_budgets
+        size = np.round(np.log(n), 2)
+        dgroup = np.zeros(len(n), int)
+        for v in np.unique(size):
+            at = size == v
+            dgroup[at] = group_budgets(d[at], None, rel_tol=0.05)
+        key = list(zip(size.tolist(), dgroup.tolist()))
         uniq = sorted(set(key))
         cell = np.array([uniq.index(k) for k in key])
     cells = []
@@ -366,22 +372,90 @@ def predict_hparams(params: dict[str, float], form: str, C: float | None = None,
             params["lr_coef"] * N ** params["lr_N_exp"] * D ** params["lr_D_exp"])
 
 
-def resolved_law(res: FitResult) -> tuple[dict[str, float], list[str]]:
-    """The form-C law to act on: an exponent whose bootstrap interval contains 0 is not resolved by
-    the grid, so that optimum is taken as flat in C, its coefficient the geometric mean of the
-    near-optimal runs' values. A slope the data cannot sign would otherwise be extrapolated as if
-    it were known (at tiny scales the cells' optima move by less than the grid step)."""
-    require(res.extra.get("form") == "C", "resolved_law: form C laws only")
-    h, near = res.extra["data"], res.extra["near"]
-    params, notes = dict(res.params), []
-    for q, values in (("B", h.B), ("lr", h.lr)):
-        lo, hi = (res.intervals.get(f"{q}_C_exp") or [math.nan, math.nan])[:2]
-        if lo is not None and hi is not None and lo <= 0 <= hi:
-            params[f"{q}_C_exp"] = 0.0
-            params[f"{q}_coef"] = float(np.exp(np.mean(np.log(values[near]))))
-            notes.append(f"{q}_opt: the exponent's 95% interval [{lo:.3g}, {hi:.3g}] contains 0; taken as flat, "
-                         f"{q}_opt = {params[f'{q}_coef']:.3g} (geometric mean of the near-optimal runs)")
-    return params, notes
+_REGRESSORS = {"C": {"lr": ("C",), "B": ("C",)}, "ND": {"lr": ("N", "D"), "B": ("D",)}}
+
+
+@dataclass
+class ResolvedLaw:
+    """The batch/LR law a study acts on (:func:`resolved_law`), with its own intervals and verdict."""
+
+    form: str
+    params: dict[str, float]
+    intervals: dict[str, list[float]]
+    predictions: dict[str, Any]
+    notes: list[str]
+    health: dict[str, Any]
+
+
+def _fit_fixed(h: HparamData, q: str, form: str, free: list[str], fixed: dict[str, float], w: np.ndarray) -> dict[str, float]:
+    """ln q = ln coef + sum_x exp_x ln x, least squares over rows weighted ``w``, the ``fixed`` exponents held."""
+    y = np.log(getattr(h, "lr" if q == "lr" else "B")) - sum(e * np.log(getattr(h, x)) for x, e in fixed.items())
+    X = np.stack([np.ones(len(y))] + [np.log(getattr(h, x)) for x in free], 1)
+    coef = _wlstsq(X, y, w)
+    return {f"{q}_coef": math.exp(coef[0]), **{f"{q}_{x}_exp": float(c) for x, c in zip(free, coef[1:])},
+            **{f"{q}_{x}_exp": float(e) for x, e in fixed.items()}}
+
+
+def resolved_law(res: FitResult, bootstrap: int = 200, seed: int = 0, at: dict[str, float] | None = None,
+                 floor_batch: float | None = None) -> ResolvedLaw:
+    """The law to act on, and how far to trust it.
+
+    An exponent whose bootstrap interval contains 0 is not resolved by the grid (at tiny scales the
+    cells' optima move by less than the grid step), so it is held at 0 and the rest refitted to the
+    near-optimal runs; the intervals come from a new bootstrap of that reduced law. Its verdict
+    grades the optima's intervals at ``at`` (``{"C": ...}`` or ``{"N": ..., "D": ...}``) and keeps
+    the fitted law's grid-edge flags, except a best batch at ``floor_batch``: a floor set by choice.
+    """
+    from lab.fit.health import HealthCriteria, Verdict, _ratio
+
+    form, h = res.extra["form"], res.extra["data"]
+    band = res.diagnostics["band"]
+    fixed: dict[str, dict[str, float]] = {"lr": {}, "B": {}}
+    notes = []
+    for q, xs in _REGRESSORS[form].items():
+        for x in xs:
+            lo, hi = (res.intervals.get(f"{q}_{x}_exp") or [math.nan, math.nan])[:2]
+            if lo is not None and hi is not None and lo <= 0 <= hi:
+                fixed[q][x] = 0.0
+                notes.append(f"{q}_opt: {q}_{x}_exp's 95% interval [{lo:.3g}, {hi:.3g}] contains 0; held at 0, "
+                             "the rest refitted to the near-optimal runs")
+
+    def fit(w):
+        out = {}
+        for q, xs in _REGRESSORS[form].items():
+            out.update(_fit_fixed(h, q, form, [x for x in xs if x not in fixed[q]], fixed[q], w))
+        return out
+
+    params = fit(near_optimal(h.loss, h.cell, band).astype(float))
+    W = bootstrap_weights(len(h.loss), int(bootstrap), np.random.default_rng(seed), h.cell)
+    boot = [fit(near_optimal(h.loss, h.cell, band, w).astype(float) * w) for w in W]
+    intervals = {k: [float(np.quantile([b[k] for b in boot], 0.025)), float(np.quantile([b[k] for b in boot], 0.975))]
+                 for k in params} if boot else {}
+    preds: dict[str, Any] = {}
+    v = Verdict()
+    at_floor = 0
+    for c in res.diagnostics["cells"]:
+        flags = list(c["edge"])
+        if "batch" in flags and floor_batch is not None and c["best_B"] <= floor_batch:
+            flags.remove("batch")
+            at_floor += 1
+        if flags:
+            v.flag("weak", f"grid edge: N={c['N']:.3g}, D={c['D']:.3g}: best run at the edge of the swept "
+                           f"{' and '.join(flags)} range", "widen the batch x LR grid past the edge named")
+    if at_floor:
+        notes.append(f"{at_floor} cell(s) have their best batch at the floor {floor_batch:g}, set by choice")
+    if at:
+        B0, lr0 = predict_hparams(params, form, **at)
+        Bs = np.array([predict_hparams(b, form, **at)[0] for b in boot])
+        ls = np.array([predict_hparams(b, form, **at)[1] for b in boot])
+        preds = {**at, "B_opt": B0, "lr_opt": lr0,
+                 "B_opt_interval": [float(np.quantile(Bs, 0.025)), float(np.quantile(Bs, 0.975))],
+                 "lr_opt_interval": [float(np.quantile(ls, 0.025)), float(np.quantile(ls, 0.975))]}
+        crit = HealthCriteria()
+        for key in ("B_opt", "lr_opt"):
+            v.grade(f"{key}_interval_ratio", _ratio(preds[f"{key}_interval"]), crit.n_opt_ratio,
+                    f"{key}'s 95% interval spans a wide factor (hi/lo)", "add sizes and budgets to the batch x LR grid")
+    return ResolvedLaw(form, params, intervals, preds, notes, v.to_json())
 
 
 def batch_for(b_opt: float, seq_len: int) -> int:
