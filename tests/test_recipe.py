@@ -135,3 +135,26 @@ def test_backtest_arithmetic():
     assert o["error"] == pytest.approx(-0.05) and o["rel_error_pct"] == pytest.approx(-0.05 / 2.05 * 100)
     assert o["covered"] is True
     assert bt["domains"]["a"]["covered"] is False
+
+
+def test_loss_prediction_comes_from_the_approach_with_the_lower_held_out_error(monkeypatch):
+    from types import SimpleNamespace
+
+    import lab.recipe.build as build
+    from lab.fit.health import Verdict
+
+    def fit(pct):
+        return SimpleNamespace(diagnostics={"holdout": {"mean_abs_pct": pct}, "health": Verdict().to_json()})
+
+    monkeypatch.setattr(build, "approach2", lambda *a, **k: fit(1.0))
+    chosen, _, choice = build.choose_loss_approach(SimpleNamespace(points=None), fit(1.5), 1e13, 0, 0)
+    assert chosen == "approach2" and choice["holdout_mean_abs_pct"] == {"approach3": 1.5, "approach2": 1.0}
+    assert build.choose_loss_approach(SimpleNamespace(points=None), fit(0.5), 1e13, 0, 0)[0] == "approach3"
+    # the other approach's loss far from the prediction is a weak verdict, said with the numbers
+    pred = {"loss_val": 2.0, "approach_choice": {"chosen": "approach2", "health": Verdict().to_json(),
+                                                 "loss_other": {"approach3": 2.2}}}
+    notes: list[str] = []
+    v = build._prediction_health(Verdict(), pred, False, notes)
+    assert v.verdict == "weak" and "+10.0%" in v.reasons[0] and notes
+    pred["approach_choice"]["loss_other"] = {"approach3": 2.01}
+    assert build._prediction_health(Verdict(), pred, False, []).verdict == "ok"

@@ -91,8 +91,9 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
         res3, res2 = _fit_loss_law(sw, approach, bootstrap, seed, target_flops, notes)
         tgt = _target(sw, res3, res2, target_flops, target_params, target_tokens)
         health = _loss_health(sw, res3 if res3 is not None else res2, tgt.flops, seed, force, notes)
-        if sw.settings["varied"]:
-            notes.append(f"the sweeps vary {', '.join(sw.settings['varied'])}; the recipe takes the most common value "
+        varied = [k for k in sw.settings["varied"] if not (hparam_law and k in ("lr", "batch_tokens"))]
+        if varied:  # a law-followed sweep varies batch and LR by design
+            notes.append(f"the sweeps vary {', '.join(varied)}; the recipe takes the most common value "
                          "(fit the hyperparameter laws to choose them)")
         if target_params is not None:  # the run's N is the one asked for (counts.N_opt_law says so too)
             tgt.n_opt = float(target_params)
@@ -102,7 +103,8 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
         tokens = float(target_tokens) if target_tokens is not None else tokens_for_flops(tgt.flops, shape)
         batch_tokens, lr, hp_law = sw.settings["batch_tokens"], sw.settings["lr"], None
         if hparam_law:
-            batch_tokens, lr, hp_law = hparams_from_law(hparam_law, tgt.flops, sw.settings["seq_len"])
+            batch_tokens, lr, hp_law = hparams_from_law(hparam_law, tgt.flops, sw.settings["seq_len"],
+                                                        float(c["params"]), tokens)
         elif hparam_sweeps:
             batch_tokens, lr, hp_law = hparams_from(hparam_sweeps, tgt.flops, sw.settings["seq_len"], bootstrap,
                                                      seed, notes)
@@ -120,6 +122,7 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
             notes.append(f"extrapolating {factor:.0f}x beyond the largest sweep budget ({float(sw.points.C.max()):.3g} "
                          "FLOPs): the fitted form may not hold that far; treat the interval as optimistic")
         prediction = _predict(sw, res3, res2, c["params"], tokens, flops_run, bootstrap, seed, notes)
+        health = _prediction_health(health, prediction, force, notes)
         doc = _assemble(sw, res3 if res3 is not None else res2, health, tgt, (target_flops, target_params, target_tokens), shape, c, tokens,
                         steps, batch_tokens, lr, mixture, prediction, hp_law, mix_law, factor, notes)
     return Recipe.from_dict(to_jsonable(doc), "built recipe")
@@ -276,6 +279,33 @@ def _loss_health(sw: _Sweeps, fit, C: float, seed: int, force: bool, notes: list
     return verdict
 
 
+def _prediction_health(health: Verdict, prediction: dict[str, Any], force: bool, notes: list[str]) -> Verdict:
+    """The loss verdict once the predicting approach is chosen: that approach's own health, and how far
+    the other approach's loss at the run lies from it (weak beyond criteria.approaches_loss_pct)."""
+    from lab.fit.health import HealthCriteria
+
+    choice = prediction.get("approach_choice") or {}
+    parts = [health]
+    if choice.get("chosen") == "approach2" and choice.get("health"):
+        parts.append(Verdict(**choice["health"]))
+    v = Verdict()
+    L = prediction["loss_val"]
+    for name, other in (choice.get("loss_other") or {}).items():
+        gap = 100 * abs(other / L - 1)
+        v.checks["approaches_2_3_loss_gap_pct"] = gap
+        if gap > HealthCriteria().approaches_loss_pct[0]:
+            v.flag("weak", f"{name} puts the loss at the run {100 * (other / L - 1):+.1f}% from the prediction "
+                           f"({choice['chosen']}, chosen by its lower held-out error)",
+                   "add a budget above the largest: the hold-out then tells the two forms apart on more points")
+    out = combine([*parts, v])
+    if out.verdict == "ill-posed" and not force:
+        raise RecipeError("the loss prediction is ill-posed: " + "; ".join(r for r in out.reasons if r.startswith("ill-posed"))
+                          + ". To fix: " + "; ".join(out.fixes) + ". (--force writes the recipe anyway)")
+    if out.verdict != health.verdict:
+        notes.append(f"loss prediction health: {out.verdict} (the predicting approach's own checks included)")
+    return out
+
+
 def _allocation_for(res, fm: FlopModel, C: float) -> tuple[float, float]:
     """Approach 3's compute-optimal (N, D) at C under the data's FLOP convention."""
     law, th = res.extra["law"], res.extra["theta"][None, :]
@@ -343,6 +373,23 @@ def hparams_from(sweeps: list[str], C: float, seq_len: int, bootstrap: int, seed
     return seqs * seq_len, float(lr_opt), law
 
 
+def _nested(data, N: float, D: float):
+    """The nested prediction at (N, D); when the sweeps hold one D/N only, at N along that D/N (the
+    size law cannot move D apart from N), which the description says."""
+    try:
+        fit_data, rep = nested_predict(data, N, D)
+        return fit_data, rep, f"nested: size law per mixture predicted at N={N:.3g}, D={D:.3g} ({rep['extrapolation']:.1f}x)"
+    except FitError as first:
+        try:
+            fit_data, rep = nested_predict(data, N, None)
+        except FitError:
+            raise first from None
+    q = float(np.median(data.D / data.N))
+    return fit_data, rep, (f"nested: size law per mixture predicted at N={N:.3g} along the sweeps' D/N = {q:.3g} "
+                           f"({rep['extrapolation']:.1f}x; the target's D/N is {D / N:.3g}: run the mixture sweep at "
+                           "that D/N, or at several, to predict at it)")
+
+
 def mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, bootstrap: int, seed: int,
                  notes: list[str], max_epochs: float | None = None, min_share: str | None = None,
                  max_share: str | None = None) -> tuple[dict[str, float], dict[str, Any]]:
@@ -357,8 +404,7 @@ def mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, boo
         data = load_mixing(load_runs(*sweeps))
         w = target_weights(weights, data.val_domains)
         try:
-            fit_data, rep = nested_predict(data, N, D)
-            how = f"nested: size law per mixture predicted at N={N:.3g}, D={D:.3g} ({rep['extrapolation']:.1f}x)"
+            fit_data, rep, how = _nested(data, N, D)
         except FitError as e:
             fit_data, pooled = one_size(data, None)
             where = (f"the largest proxy size with enough runs, N={float(np.nanmax(fit_data.N)):.3g}"
@@ -382,8 +428,10 @@ def mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, boo
     return _rounded_shares(opt["mixture"]), law
 
 
-def hparams_from_law(path: str, C: float, seq_len: int) -> tuple[int, float, dict[str, Any]]:
-    """Batch (tokens) and peak LR at C from a saved batch/LR law file."""
+def hparams_from_law(path: str, C: float, seq_len: int, N: float | None = None, D: float | None = None
+                     ) -> tuple[int, float, dict[str, Any]]:
+    """Batch (tokens) and peak LR from a saved batch/LR law file: at C (form C), or at the run's
+    N and D (form ND)."""
     from lab.fit.hparams import load_hparam_law
 
     try:
@@ -391,9 +439,9 @@ def hparams_from_law(path: str, C: float, seq_len: int) -> tuple[int, float, dic
         doc = json.loads(Path(path).read_text())
     except ValueError as e:
         raise RecipeError(str(e).replace("design.hparams", "hparam_law")) from None
-    if form != "C":
-        raise RecipeError(f"hparam_law {path}: a form-{form} law; the recipe takes batch and LR from a form-C law")
-    b_opt, lr_opt = predict_hparams(params, "C", C=C)
+    if form == "ND" and (N is None or D is None):
+        raise RecipeError(f"hparam_law {path}: a form-ND law needs the run's N and D")
+    b_opt, lr_opt = predict_hparams(params, form, C=C, N=N, D=D)
     seqs = batch_for(b_opt, seq_len) // seq_len
     common = {"law": doc.get("formula") or doc.get("law"), "params": params, "intervals": doc.get("intervals"),
               "file": str(Path(path).resolve()), "notes": doc.get("resolved", []),
@@ -436,31 +484,82 @@ def _loss_at(res, N: float, D: float) -> tuple[float, list[float]]:
     return float(point), [math.nan, math.nan]
 
 
+def _holdout_pct(res) -> float:
+    """A fit's mean |error| on its held-out largest budget, %, or inf when it has none."""
+    v = (res.diagnostics.get("holdout") or {}).get("mean_abs_pct") if res is not None else None
+    return float(v) if v is not None and math.isfinite(v) else math.inf
+
+
+def _envelope_prediction(res2, flops_run: float) -> tuple[float, list[float]]:
+    """Approach 2's L*(C) = (C_c / C)^alpha_C at the run's C, with its bootstrap interval."""
+    p2, s2 = res2.params, res2.samples
+    with np.errstate(all="ignore"):
+        draws = (s2["C_c"] / flops_run) ** s2["alpha_C"] if "C_c" in s2 else np.array([])
+    return float((p2["C_c"] / flops_run) ** p2["alpha_C"]), list(interval(draws, res2.level))
+
+
+def choose_loss_approach(sw: _Sweeps, res3, C: float, bootstrap: int, seed: int) -> tuple[str, Any, dict[str, Any]]:
+    """Which law predicts the run's loss: approach 3 (the (N, D) surface with a floor E) or approach 2
+    (the power law through the IsoFLOP minima), by their error on the held-out largest budget.
+
+    Far above the irreducible loss, as small proxies are, a 5-parameter surface fitted to short runs
+    can place E near the data and flatten its extrapolation (+10% at 10x on the default study's
+    proxies, E above the loss the target run reached); near E, the envelope's pure power law runs
+    low instead. The hold-out error is the data's own test of which form extrapolates."""
+    try:
+        res2 = approach2(sw.points, bootstrap=bootstrap, seed=seed, target_flops=C)
+    except FitError as e:
+        return "approach3", None, {"approach2": f"not fitted: {e}", "chosen": "approach3"}
+    h3, h2 = _holdout_pct(res3), _holdout_pct(res2)
+    chosen = "approach3" if res3 is not None and h3 <= h2 else "approach2"
+    return chosen, res2, {"holdout_mean_abs_pct": {"approach3": h3, "approach2": h2}, "chosen": chosen}
+
+
 def _predict(sw: _Sweeps, res3, res2, N: float, D: float, flops_run: float, bootstrap: int, seed: int,
              notes: list[str]) -> dict[str, Any]:
-    """The predicted loss_val at the recipe's run, with its interval; per domain under approach 3."""
+    """The predicted loss_val at the recipe's run, with its interval, overall and per domain, from the
+    approach whose held-out error is lower (:func:`choose_loss_approach`)."""
     prediction: dict[str, Any] = {"level": 0.95}
-    if res3 is None:
-        p2, s2 = res2.params, res2.samples
-        draws = (s2["C_c"] / flops_run) ** s2["alpha_C"] if "C_c" in s2 else np.array([])
-        prediction.update(loss_val=float((p2["C_c"] / flops_run) ** p2["alpha_C"]),
-                          loss_val_interval=list(interval(draws)),
-                          law="chinchilla approach 2 (L* = (C_c / C)^alpha_C through the IsoFLOP minima)",
-                          at={"C": flops_run})
-        notes.append("per-domain predictions need approach 3; not given")
-        return prediction
-    L, iv = _loss_at(res3, N, D)
-    prediction.update(loss_val=L, loss_val_interval=iv, law="chinchilla approach 3", at={"N": N, "D": D})
+    choice = {"chosen": "approach2"}
+    if res3 is not None:
+        chosen, r2, choice = choose_loss_approach(sw, res3, flops_run, bootstrap, seed)
+        res2 = r2 if r2 is not None else res2
+    prediction["approach_choice"] = choice
+    if choice["chosen"] == "approach2":
+        L, iv = _envelope_prediction(res2, flops_run)
+        prediction.update(loss_val=L, loss_val_interval=iv, at={"C": flops_run},
+                          law="chinchilla approach 2 (L* = (C_c / C)^alpha_C through the IsoFLOP minima)")
+        choice["health"] = res2.diagnostics.get("health")
+        if res3 is not None:
+            L3, _ = _loss_at(res3, N, D)
+            choice["loss_other"] = {"approach3": L3}
+            notes.append(f"predicted loss from approach 2 (held-out error {choice['holdout_mean_abs_pct']['approach2']:.2f}% "
+                         f"vs approach 3's {choice['holdout_mean_abs_pct']['approach3']:.2f}%); approach 3 gives "
+                         f"{L3:.4f} ({100 * (L3 / L - 1):+.1f}%)")
+    else:
+        L, iv = _loss_at(res3, N, D)
+        prediction.update(loss_val=L, loss_val_interval=iv, law="chinchilla approach 3", at={"N": N, "D": D})
+        if "approach2" in choice.get("holdout_mean_abs_pct", {}):
+            choice["loss_other"] = {"approach2": _envelope_prediction(res2, flops_run)[0]}
+    prediction["domains"] = _domain_predictions(sw, choice["chosen"], N, D, flops_run, bootstrap, seed, notes)
+    return prediction
+
+
+def _domain_predictions(sw: _Sweeps, approach: str, N: float, D: float, flops_run: float, bootstrap: int,
+                        seed: int, notes: list[str]) -> dict[str, Any]:
+    """Per validation domain, the same approach fitted to that domain's loss column."""
     domains = {}
     for col in [k for k in sw.runs.columns if k.startswith("loss_val_")]:
         try:
-            r = approach3(load_points(sw.runs, loss=col, cooldowns=True), bootstrap=min(bootstrap, 200), seed=seed, holdout=False)
-            Ld, ivd = _loss_at(r, N, D)
+            pts = load_points(sw.runs, loss=col, cooldowns=True)
+            if approach == "approach3":
+                Ld, ivd = _loss_at(approach3(pts, bootstrap=min(bootstrap, 200), seed=seed, holdout=False), N, D)
+            else:
+                Ld, ivd = _envelope_prediction(approach2(pts, bootstrap=min(bootstrap, 200), seed=seed, holdout=False), flops_run)
             domains[col[len("loss_val_"):]] = {"loss_val": Ld, "loss_val_interval": ivd}
         except FitError as e:
             notes.append(f"no per-domain law for {col}: {e}")
-    prediction["domains"] = domains
-    return prediction
+    return domains
 
 
 def _laws(fit, health: Verdict, batch_tokens: int, lr: float, mixture: Any, hp_law: dict | None,

@@ -95,6 +95,7 @@ class Prediction:
     law: str | None = None
     at: dict | None = None  # where the law was evaluated: {"N", "D"} or {"C"}
     domains: dict | None = None  # {domain: {"loss_val", "loss_val_interval"}}
+    approach_choice: dict | None = None  # which loss law predicted, and why (held-out errors, the other's loss)
 
 
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "prediction": Prediction}
