@@ -12,7 +12,7 @@ import pytest
 
 from lab.counting import flops_per_token
 from lab.designs import ShapeRule, batch_lr_point, isoflop_wsd_point, prior_optimal_params, served_budgets
-from lab.study import QUICK, StudyConfig
+from lab.study import QUICK, HparamStage, LossStage, MixtureStage, StudyConfig
 from lab.study.__main__ import main, parse_stages
 from lab.study.inputs import check_inputs, parse_mixture
 from lab.study.launch import StageInputError, sweep_command
@@ -55,8 +55,8 @@ def test_study_sweep_folders_are_named_by_their_axes_only():
     assert "design.sizes" in excl and "data.seq_len" in excl and "train.lr" not in excl
 
 
-def _cell(C, best_B, best_lr, edge):
-    return {"C": C, "best_B": best_B, "best_lr": best_lr, "edge": edge}
+def _cell(N, best_B, best_lr):
+    return {"N": N, "C": 6 * N * 1e6, "best_B": best_B, "best_lr": best_lr}
 
 
 class _Res:
@@ -64,13 +64,18 @@ class _Res:
         self.diagnostics = {"cells": cells}
 
 
-def test_widening_steps_past_the_edge_the_best_runs_sit_on():
-    res = _Res([_cell(1e10, 512, 1.2e-2, ["batch", "lr"]), _cell(1e11, 2048, 3e-3, ["batch", "lr"])])
-    nb, nl = widened(res, [512, 1024, 2048], [3e-3, 6e-3, 1.2e-2], 256)
-    assert nb == [256, 4096] and nl == pytest.approx([1.5e-3, 2.4e-2])
-    nb, _ = widened(_Res([_cell(1e10, 256, 6e-3, ["batch"])]), [256, 512], [3e-3, 6e-3, 1.2e-2], 256)
-    assert nb == []  # one sequence is the smallest batch: flagged, not widened
-    assert widened(_Res([_cell(1e10, 1024, 6e-3, [])]), [512, 1024, 2048], [3e-3, 6e-3, 1.2e-2], 256) == ([], [])
+def test_widening_steps_past_the_edge_each_sizes_best_runs_sit_on():
+    grid = ([512, 1024], [1.5e-3, 3e-3, 6e-3])
+    cells = [_cell(1e4, 512, 6e-3), _cell(1e4, 1024, 6e-3), _cell(1e4, 512, 3e-3),  # top LR edge, 2 of 3
+             _cell(1e5, 1024, 1.5e-3), _cell(1e5, 1024, 1.5e-3),  # bottom LR and top batch edge
+             _cell(3e4, 512, 3e-3), _cell(3e4, 1024, 6e-3)]  # 1 of 2 at an edge: half, so widened
+    plan = widened(_Res(cells), {1e4: grid, 1e5: grid, 3e4: grid, 7e4: grid}, 512)
+    assert plan[1e4] == ([], [pytest.approx(1.2e-2)])
+    assert plan[1e5] == ([2048], [pytest.approx(7.5e-4)])
+    assert plan[3e4] == ([2048], [pytest.approx(1.2e-2)])
+    assert 7e4 not in plan  # no cells of that size
+    # interior optimum everywhere: nothing to widen; batch never widens below the floor
+    assert widened(_Res([_cell(1e4, 512, 3e-3)]), {1e4: grid}, 512) == {}
 
 
 def test_floor_and_seed_spread():
@@ -141,5 +146,43 @@ def test_cli_bad_input_exits_2_before_anything_runs(tmp_path, capsys):
 def test_presets_fit_the_target_arithmetic():
     for cfg in (StudyConfig(), QUICK):
         assert cfg.target_flops == cfg.target_factor * max(cfg.loss.budgets)
-        assert len(cfg.hparams.budgets) * (1 + len(cfg.hparams.branch_fracs)) >= 2  # form C needs 2+ cells
+        h = cfg.hparams
+        assert len(h.budgets) >= 2 and len(h.sizes) >= 2 and len(h.batches) >= 2  # form ND: N and D vary apart
+        assert len(cfg.mixture.sizes) >= 2  # the nested mixing law needs 2+ sizes
         assert math.isclose(sum(1 for _ in cfg.common_overrides()), len(set(o.split("=")[0] for o in cfg.common_overrides())))
+
+
+TINY = StudyConfig(
+    name="tiny", corpus="fixture",
+    hparams=HparamStage(sizes=(4e3, 1.3e4), budgets=(4e9, 8e9, 1.6e10), lrs=(3e-3, 6e-3, 1.2e-2), widen_rounds=1),
+    mixture=MixtureStage(sizes=(2e3, 4e3, 1.3e4), n_mixtures=8, tokens_per_param=10.0),
+    loss=LossStage(budgets=(4e9, 8e9, 1.6e10), sizes=(4e3, 1.3e4, 2.7e4), seeds=1),
+    target_factor=2.0, full_seeds=2, bootstrap=50, tokens_per_param=20.0,
+)
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_every_stage_and_resumes(tmp_path, fixture_corpus, capsys):
+    """All seven stages on the fixture corpus (the loss law of so tiny a grid is forced past its
+    verdict), then a relaunch that skips every finished stage and rewrites only the summary."""
+    from lab.study.run import run_study
+    from lab.study.stages import Study
+
+    out = tmp_path / "study"
+    run_study(Study(TINY, out, StudyState.open(out, TINY.to_json()), {}, force=True), parse_stages(None))
+    doc = json.loads((out / "study.json").read_text())
+    assert all(doc["stages"][s]["status"] == "done" for s in parse_stages(None))
+    law = json.loads((out / "a_hparams_law.json").read_text())
+    assert {"lr_coef", "lr_N_exp", "lr_D_exp", "B_coef", "B_D_exp", "resolved_health"} <= set(law)
+    recipe = doc["stages"]["recipe"]
+    assert all(recipe["fitted"].values()), recipe["fitted"]  # loss, batch, LR and mixture all from the study's laws
+    assert recipe["health"]["verdict"] in ("ok", "weak", "ill-posed")
+    bt = doc["stages"]["backtest"]
+    assert math.isfinite(bt["rel_error_pct"]) and bt["floor"]["seeds"] == 2 and bt["domains"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backtest"]["half_width_pct"] == bt["half_width_pct"]
+    assert summary["stages"]["loss"]["runs"] >= 3 and summary["stages"]["hparams"]["flops"] > 0
+    capsys.readouterr()
+    run_study(Study(TINY, out, StudyState.open(out, TINY.to_json()), {}, force=True), parse_stages(None))
+    said = capsys.readouterr().out
+    assert said.count("skipped") == 6 and "summary ->" in said

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="the quick preset: same stages, cruder laws, < 10 min")
     ap.add_argument("--out", help="study folder (default runs/study, runs/study-quick)")
     ap.add_argument("--seed", type=int, default=0, help="shift every seed of the study (a rerun for stability)")
+    ap.add_argument("--corpus", help="data.corpus of every run (default: builtin; a built corpus name or folder)")
     ap.add_argument("--stages", help="which stages, e.g. a,b or loss,recipe (default: all)")
     ap.add_argument("--force", action="store_true", help="write the recipe even when the loss law is ill-posed")
     ap.add_argument("--hparams-sweeps", nargs="+", help="fit these batch x LR sweeps in stage a instead of running one")
@@ -56,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from lab.study.stages import Study
     from lab.study.state import StudyState
 
+    from dataclasses import replace
+
     cfg = (QUICK if args.quick else DEFAULT).with_seed(args.seed)
+    if args.corpus:
+        cfg = replace(cfg, corpus=args.corpus)
     out = Path(args.out or ("runs/study-quick" if args.quick else "runs/study")).resolve()
     keys = ("hparams_sweeps", "mixing_sweeps", "loss_sweeps", "hparams_law", "mixture")
     try:

@@ -5,9 +5,11 @@ lab's convention (``flops_per_token(shape) * D``), B = batch in tokens.
 
 The presets are sized for 2 CPU cores (``DEFAULT`` about 25 minutes, ``QUICK`` about 6):
 
-* **hparams** (stage a): a batch x LR grid at the prior-optimal size of each budget, WSD with a
-  cooldown branch at 1/3 of each run, so every run gives two cells of the form-C laws.
-* **mixture** (stage b): Dirichlet mixtures of every domain at 3 sizes (1 in ``QUICK``), D/N
+* **hparams** (stage a): a batch x LR grid at 4 sizes (2 in ``QUICK``), one WSD run each with
+  cooldown branches at 3 budgets' D, so every run gives 3 cells of the form-ND laws lr_opt(N, D)
+  and B_opt(D). At these sizes the best LR falls ~4x from 1 to 2 layers: a law in C alone would
+  give every model of an IsoFLOP profile the compute-optimal model's LR and bend the profile.
+* **mixture** (stage b): Dirichlet mixtures of every domain at 3 sizes (2 in ``QUICK``), D/N
   fixed, each at stage a's batch and LR: the nested mixing law picks the target's mixture.
 * **loss** (stage c): IsoFLOP profiles from one WSD run per size (cooldown branches end at the
   smaller budgets its size belongs to), with seeds, on stage b's mixture at stage a's batch and LR.
@@ -23,13 +25,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class HparamStage:
-    """Stage a: the batch x LR grid. Each budget's model is the prior compute-optimal size."""
+    """Stage a: a batch x LR grid at several sizes, one WSD run per (size, B, lr) whose cooldown
+    branches end at each budget's D (the isoflop_wsd design): every run gives one cell per budget,
+    and the form-ND laws lr_opt(N, D), B_opt(D) see N and D vary apart."""
 
-    budgets: tuple[float, ...] = (1e11, 4e11)
-    batches: tuple[int, ...] = (512, 1024, 2048)
-    lrs: tuple[float, ...] = (3e-3, 6e-3, 1.2e-2)
-    branch_fracs: tuple[float, ...] = (1 / 9, 1 / 3)  # WSD cooldown branches, as fractions of each budget
-    widen_rounds: int = 1  # an edge most cells' best runs sit on: extend the grid past it this many times
+    sizes: tuple[float, ...] = (1.3e4, 2.7e4, 5.5e4, 1.07e5)
+    budgets: tuple[float, ...] = (6.25e10, 1.25e11, 2.5e11)
+    spread: float = 16.0  # a size serves the budgets whose prior optimum is within spread x of it
+    batches: tuple[int, ...] = (512, 1024)
+    lrs: tuple[float, ...] = (1.5e-3, 3e-3, 6e-3)
+    widen_rounds: int = 1  # sizes whose best runs sit on an LR or batch edge get the grid extended past it
     # The smallest batch considered (tokens). Below 2 sequences a CPU step is all overhead: these
     # proxies are step-limited and would take batch 1 sequence at ~4x the wall time per token.
     min_batch: int = 512
@@ -52,11 +57,14 @@ class MixtureStage:
 class LossStage:
     """Stage c: IsoFLOP profiles at ``budgets`` from one WSD run per size, ``seeds`` seeds each."""
 
-    budgets: tuple[float, ...] = (3.125e10, 6.25e10, 1.25e11, 2.5e11, 5e11)
-    sizes: tuple[float, ...] = (4e3, 1.3e4, 2.7e4, 5.5e4, 8.3e4)
-    # A size belongs to budget C when it lies within spread x of C's prior optimum. Wide: a size's one
-    # run then serves most budgets (branches are cheap), so approach 3 sees N and D vary apart.
-    spread: float = 16.0
+    budgets: tuple[float, ...] = (2.5e11, 5e11, 1e12, 2e12)
+    # the ladder's shapes around the measured optima (~15k at 2.5e11 to ~55k at 2e12 FLOPs); below
+    # ~1e6 tokens the loss curves of these proxies still jump (seed to seed by up to 3.5%), so the
+    # smallest budget is where every size has left that regime
+    sizes: tuple[float, ...] = (4e3, 1.3e4, 2.7e4, 5.5e4, 1.07e5, 1.6e5)
+    # A size belongs to budget C when it lies within spread x of C's prior optimum: a size's one run
+    # serves every budget it belongs to (branches are cheap), so approach 3 sees N and D vary apart.
+    spread: float = 8.0
     seeds: int = 2
 
 
@@ -99,9 +107,8 @@ DEFAULT = StudyConfig()
 
 QUICK = StudyConfig(
     name="quick",
-    hparams=HparamStage(budgets=(1e11,), widen_rounds=0),
-    mixture=MixtureStage(sizes=(4e3,), n_mixtures=8, tokens_per_param=40.0),
-    loss=LossStage(budgets=(3e10, 6e10, 1.2e11, 2.4e11), sizes=(4e3, 1.3e4, 2.7e4, 5.5e4), seeds=1),
+    hparams=HparamStage(sizes=(1.3e4, 5.5e4), budgets=(6.25e10, 1.25e11, 2.5e11)),
+    loss=LossStage(budgets=(1.25e11, 2.5e11, 5e11), sizes=(4e3, 1.3e4, 2.7e4, 5.5e4), spread=16.0, seeds=1),
     target_factor=3.0, full_seeds=1, bootstrap=200,
 )
 

@@ -1,7 +1,8 @@
 """The stages of a study, each a function of the study that returns what it adds to ``study.json``.
 
-a ``hparams``: batch x LR grid (WSD, cooldown branches) -> form-C laws of B_opt and lr_opt; cells
-  whose best run sits on the grid's edge widen the grid once, or are flagged.
+a ``hparams``: batch x LR grid at several sizes (WSD, cooldown branches at several budgets) ->
+  form-ND laws lr_opt(N, D), B_opt(D); sizes whose best runs sit on the grid's edge get their grid
+  widened, or are flagged.
 b ``mixture``: Dirichlet mixtures at stage a's batch and LR -> the nested mixing law's mixture for
   the target size, inside share bounds and epoch caps.
 c ``loss``: IsoFLOP profiles from WSD runs with seeds, on that mixture at stage a's batch and LR ->
@@ -86,40 +87,75 @@ def _mapping(d: dict[str, float]) -> str:
 # a: hyperparameters
 # ----------------------------------------------------------------------------------------------
 
-def _hparam_axes(budgets, batches, lrs) -> list[str]:
-    return [f"design.budget={','.join(repr(float(c)) for c in budgets)}",
+def _hparam_axes(sizes: list[int], batches, lrs) -> list[str]:
+    return [f"design.size={','.join(str(k) for k in sizes)}",
             f"train.batch_tokens={','.join(str(int(b)) for b in batches)}", f"train.lr={','.join(repr(float(x)) for x in lrs)}"]
 
 
-def fit_hparam_law(sweeps: list[str], target_flops: float, bootstrap: int, seed: int):
-    """The form-C batch and LR laws of these sweeps (cooldown branches included)."""
+def fit_hparam_law(sweeps: list[str], bootstrap: int, seed: int):
+    """The form-ND batch and LR laws of these sweeps (cooldown branches included: each is a cell)."""
     from lab.fit import FitError
     from lab.fit.hparams import fit_hparams, load_hparams
     from lab.results import load_runs
 
     try:
-        return fit_hparams(load_hparams(load_runs(*sweeps), form="C"), form="C", bootstrap=bootstrap, seed=seed,
-                           target_flops=target_flops)
+        return fit_hparams(load_hparams(load_runs(*sweeps), form="ND"), form="ND", bootstrap=bootstrap, seed=seed)
     except FitError as e:
         raise StageInputError(f"stage a (hparams) on {', '.join(sweeps)}: {e}") from None
 
 
-def widened(res, batches: list[int], lrs: list[float], min_batch: int) -> tuple[list[int], list[float]]:
-    """New batch and LR values past an edge of the grid where at least half the cells' best runs sit
-    (one cell's best at an edge is as likely seed noise; it stays flagged in the fit's health)."""
-    cells = res.diagnostics["cells"]
-    bs, ls = sorted(batches), sorted(lrs)
-    step = ls[-1] / ls[-2] if len(ls) > 1 else 2.0
-    need = max(1, math.ceil(len(cells) / 2))
+def widened(res, grids: dict[float, tuple[list[int], list[float]]], min_batch: int
+            ) -> dict[float, tuple[list[int], list[float]]]:
+    """Per model size N (its ``grids`` entry: the batches and LRs it was run at), the new batches and
+    LRs past an edge of its grid where at least half of its cells' best runs sit (one cell's best at
+    an edge is as likely seed noise; it stays flagged in the fit's health). Batches widen upwards
+    only: ``min_batch`` is the floor by choice."""
+    out = {}
+    for N, (batches, lrs) in grids.items():
+        cells = [c for c in res.diagnostics["cells"] if math.isclose(c["N"], N, rel_tol=1e-3)]
+        if not cells:
+            continue
+        bs, ls = sorted(batches), sorted(lrs)
+        step = ls[-1] / ls[-2] if len(ls) > 1 else 2.0
+        need = max(1, math.ceil(len(cells) / 2))
+        at = lambda key, v: sum(1 for c in cells if math.isclose(c[key], v, rel_tol=1e-6))  # noqa: E731
+        new_lr = [x for x, n in ((ls[0] / step, at("best_lr", ls[0])), (ls[-1] * step, at("best_lr", ls[-1])))
+                  if n >= need and len(ls) > 1]
+        new_b = [bs[-1] * 2] if len(bs) > 1 and at("best_B", bs[-1]) >= need and bs[-1] * 2 >= min_batch else []
+        if new_lr or new_b:
+            out[N] = (sorted(new_b), sorted(new_lr))
+    return out
 
-    def count(axis: str, key: str, at: float) -> int:
-        return sum(1 for c in cells if axis in c["edge"] and math.isclose(c[key], at))
 
-    new_lr = [x for x, n in ((ls[-1] * step, count("lr", "best_lr", ls[-1])), (ls[0] / step, count("lr", "best_lr", ls[0])))
-              if n >= need]
-    new_b = [b for b, n in ((bs[-1] * 2, count("batch", "best_B", bs[-1])), (bs[0] // 2, count("batch", "best_B", bs[0])))
-             if n >= need and b >= min_batch]
-    return sorted(new_b), sorted(new_lr)
+def _size_params(sweeps: list[str]) -> dict[float, int]:
+    """N -> design.size index of the runs in these sweeps."""
+    from lab.results import load_runs
+
+    df = load_runs(*sweeps)
+    df = df[df["status"] == "completed"]
+    return {float(n): int(k) for n, k in zip(df["params"], df["design.size"])}
+
+
+def _widen(s: Study, sweeps: list[str], fixed: dict[str, Any]) -> None:
+    """Widen the grid of each size whose best runs sit on an edge, ``widen_rounds`` times."""
+    h = s.cfg.hparams
+    index = _size_params(sweeps)
+    grids = {N: (list(h.batches), list(h.lrs)) for N in index}
+    for k in range(h.widen_rounds):
+        plan = widened(fit_hparam_law(sweeps, 0, s.cfg.seed), grids, h.min_batch)
+        if not plan:
+            return
+        sub = f"a_hparams_widen{k + 1}"
+        for N, (nb, nl) in sorted(plan.items()):
+            b0, l0 = grids[N]
+            s.say(f"stage a: N={N:.3g}: best runs on the grid's edge; widening: batches {nb or '-'}, LRs {nl or '-'}")
+            if nl:
+                s.sweep("isoflop_wsd", sub, _hparam_axes([index[N]], b0 + nb, nl), fixed, f"stage a: widen {k + 1}, N={N:.3g} (LR)", "hparams")
+            if nb:
+                s.sweep("isoflop_wsd", sub, _hparam_axes([index[N]], nb, l0), fixed, f"stage a: widen {k + 1}, N={N:.3g} (batch)", "hparams")
+            grids[N] = (b0 + nb, l0 + nl)
+        if str(s.out / sub) not in sweeps:
+            sweeps.append(str(s.out / sub))
 
 
 def stage_hparams(s: Study) -> dict[str, Any]:
@@ -127,41 +163,36 @@ def stage_hparams(s: Study) -> dict[str, Any]:
     given = s.inputs.get("hparams_sweeps")
     sweeps = list(given or [])
     if not given:
-        fixed = s.fixed(design__branch_fracs=_list(h.branch_fracs), train__seed=cfg.seed)
-        s.sweep("batch_lr", "a_hparams", _hparam_axes(h.budgets, h.batches, h.lrs), fixed, "stage a: batch x LR", "hparams")
+        fixed = s.fixed(design__sizes=_list(h.sizes), design__budgets=_list(h.budgets), design__spread=h.spread,
+                        train__seed=cfg.seed)
+        s.sweep("isoflop_wsd", "a_hparams", _hparam_axes(list(range(len(h.sizes))), h.batches, h.lrs), fixed,
+                "stage a: batch x LR at each size (WSD branches at each budget)", "hparams")
         sweeps = [str(s.out / "a_hparams")]
-        batches, lrs = list(h.batches), list(h.lrs)
-        for k in range(h.widen_rounds):
-            nb, nl = widened(fit_hparam_law(sweeps, cfg.target_flops, 0, cfg.seed), batches, lrs, h.min_batch)
-            if not nb and not nl:
-                break
-            s.say(f"stage a: best runs on the grid's edge; widening: batches {nb or '-'}, LRs {nl or '-'}")
-            sub = f"a_hparams_widen{k + 1}"
-            if nl:
-                s.sweep("batch_lr", sub, _hparam_axes(h.budgets, batches + nb, nl), fixed, f"stage a: widen {k + 1} (LR)", "hparams")
-            if nb:
-                s.sweep("batch_lr", sub, _hparam_axes(h.budgets, nb, lrs), fixed, f"stage a: widen {k + 1} (batch)", "hparams")
-            batches, lrs = batches + nb, lrs + nl
-            sweeps.append(str(s.out / sub))
-    res = fit_hparam_law(sweeps, cfg.target_flops, min(cfg.bootstrap, 300), cfg.seed)
-    params, resolved = resolved_law(res)
-    if params["B_C_exp"] == 0 and round(params["B_coef"]) < h.min_batch:
+        _widen(s, sweeps, fixed)
+    res = fit_hparam_law(sweeps, min(cfg.bootstrap, 300), cfg.seed)
+    N, D = prior_target(cfg)
+    rl = resolved_law(res, min(cfg.bootstrap, 300), cfg.seed, at={"N": N, "D": D}, floor_batch=h.min_batch)
+    params, resolved = dict(rl.params), list(rl.notes)
+    if params["B_D_exp"] == 0 and round(params["B_coef"]) < h.min_batch:
         resolved.append(f"B_opt {params['B_coef']:.3g} is below the smallest batch considered; taken as "
                         f"{h.min_batch} (HparamStage.min_batch: smaller CPU steps cost more wall time than they save)")
         params["B_coef"] = float(h.min_batch)
     law = s.out / "a_hparams_law.json"
-    doc = {**res.to_json(), **params, "fitted_params": res.params, "resolved": resolved}
+    doc = {**res.to_json(), **params, "fitted_params": res.params, "resolved": resolved,
+           "resolved_intervals": rl.intervals, "resolved_health": rl.health}
     law.write_text(json.dumps(to_jsonable(doc), indent=1))
-    B_t, lr_t = predict_hparams(params, "C", C=cfg.target_flops)
+    B_t, lr_t = predict_hparams(params, "ND", N=N, D=D)
+    lo, hi = rl.predictions["lr_opt_interval"]
     for note in resolved:
         s.say(f"stage a: {note}")
-    s.say(f"stage a: B_opt = {params['B_coef']:.3g} C^{params['B_C_exp']:.3f}, lr_opt = {params['lr_coef']:.3g} "
-          f"C^{params['lr_C_exp']:.3f}; at the target C={cfg.target_flops:.3g}: B_opt {B_t:.0f} tokens, lr_opt "
-          f"{lr_t:.3g}; health of the fitted law {res.diagnostics['health']['verdict']}"
-          + (" (the study acts on the resolved law above)" if resolved else ""))
+    s.say(f"stage a: lr_opt = {params['lr_coef']:.3g} N^{params['lr_N_exp']:.3f} D^{params['lr_D_exp']:.3f}, "
+          f"B_opt = {params['B_coef']:.3g} D^{params['B_D_exp']:.3f}; at the prior target (N={N:.3g}, D={D:.3g}): "
+          f"B_opt {B_t:.0f} tokens, lr_opt {lr_t:.3g} [{lo:.3g}, {hi:.3g}]; health {rl.health['verdict']}"
+          + (f" ({'; '.join(rl.health['reasons'])})" if rl.health["reasons"] else ""))
     return {"sweeps": sweeps, "law": str(law), "params": params, "fitted_params": res.params, "resolved": resolved,
-            "intervals": res.intervals, "predictions": {"C": cfg.target_flops, "B_opt": B_t, "lr_opt": lr_t},
-            "edge_warnings": res.diagnostics["edge_warnings"], "health": res.diagnostics["health"]}
+            "intervals": rl.intervals, "predictions": {**rl.predictions, "B_opt": B_t, "lr_opt": lr_t},
+            "edge_warnings": res.diagnostics["edge_warnings"], "health": rl.health,
+            "fitted_health": res.diagnostics["health"]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,6 +327,8 @@ def stage_full(s: Study) -> dict[str, Any]:
     seeds = full_seeds(s.cfg)
     threads = max(1, (os.cpu_count() or 1) // len(seeds))
     dirs = {sd: s.out / "e_full" / f"seed{sd}" for sd in seeds}
+    for d in dirs.values():
+        _set_aside_if_stale(s, d, recipe)
     todo = {sd: d for sd, d in dirs.items() if completed_result(d) is None}
     s.say(f"stage e: {len(seeds)} full-size run(s) of {recipe} ({len(todo)} to train, {threads} thread(s) each, "
           f"{steps} steps) -> {s.out / 'e_full'}")
@@ -314,6 +347,17 @@ def stage_full(s: Study) -> dict[str, Any]:
             "loss_val": {str(sd): r["loss_val"] for sd, r in results.items()},
             "wall_s_runs": {str(sd): r.get("wall_s") for sd, r in results.items()},
             "flops": sum(float(r["flops"]) for r in results.values())}
+
+
+def _set_aside_if_stale(s: Study, run_dir: Path, recipe: Path) -> None:
+    """A full-size run trained from another recipe (stage d rerun) is renamed, not reused or lost."""
+    from lab.recipe.format import recipe_sha256
+
+    res = completed_result(run_dir)
+    if res is not None and res.get("recipe_sha256") != recipe_sha256(recipe):
+        stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(stale)
+        s.say(f"stage e: {run_dir} was trained from another recipe; kept as {stale}, retraining")
 
 
 def _progress(run_dir: Path, steps: int, t0: float) -> str:
