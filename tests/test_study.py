@@ -186,3 +186,22 @@ def test_tiny_study_runs_every_stage_and_resumes(tmp_path, fixture_corpus, capsy
     run_study(Study(TINY, out, StudyState.open(out, TINY.to_json()), {}, force=True), parse_stages(None))
     said = capsys.readouterr().out
     assert said.count("skipped") == 6 and "summary ->" in said
+
+
+def test_compare_reports_stability_against_the_targets(tmp_path, capsys):
+    from lab.study.compare import main as compare_main
+
+    def summary(folder, N, L, err):
+        folder.mkdir()
+        doc = {"recipe": {"counts": {"params": N}, "prediction": {"loss_val": L}, "mixture": "natural"},
+               "backtest": {"rel_error_pct": err, "half_width_pct": 2.0, "covered": True,
+                            "rel_error_vs_seed_mean_pct": err, "floor": {"seeds": 2, "std_pct": 0.4}}}
+        (folder / "summary.json").write_text(json.dumps(doc))
+        return str(folder)
+
+    a, b = summary(tmp_path / "a", 1e5, 2.00, 0.5), summary(tmp_path / "b", 1.6e5, 2.02, -0.3)
+    assert compare_main([a, b]) == 0
+    said = capsys.readouterr().out
+    assert "ratio 1.60" in said and "MISSES" in said and "1.00% apart" in said and "+0.50%" in said
+    (tmp_path / "c").mkdir()
+    assert compare_main([a, str(tmp_path / "c")]) == 2
