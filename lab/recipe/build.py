@@ -31,7 +31,7 @@ from lab.fit import FitError, approach1, approach2, approach3, fit_hparams, fit_
 from lab.fit.engine.allocation import FlopModel, optimal_allocation
 from lab.fit.engine.bootstrap import interval
 from lab.fit.engine.result import to_jsonable
-from lab.fit.health import Verdict, agreement, combine
+from lab.fit.health import LEVELS, Verdict, agreement, combine
 from lab.fit.hparams import batch_for, load_hparams, predict_hparams
 from lab.fit.mixing.law import load_mixing, one_size, target_weights
 from lab.fit.mixing.optimize import make_box, optimize
@@ -89,6 +89,13 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
         sw = _load_sweeps(sweeps)
         notes: list[str] = []
         res3, res2 = _fit_loss_law(sw, approach, bootstrap, seed, target_flops, notes)
+        choice, alt3 = {"chosen": "approach3" if res3 is not None else "approach2"}, None
+        if res3 is not None and approach == "auto":
+            chosen, r2, choice = choose_loss_approach(sw, res3, target_flops or 10 * float(sw.points.C.max()),
+                                                      bootstrap, seed)
+            if chosen == "approach2":
+                res2, alt3, res3 = r2, res3, None
+                notes.append(f"loss law: approach 2, whose held-out optimum is closer ({_choice_text(choice)})")
         tgt = _target(sw, res3, res2, target_flops, target_params, target_tokens)
         health = _loss_health(sw, res3 if res3 is not None else res2, tgt.flops, seed, force, notes)
         varied = [k for k in sw.settings["varied"] if not (hparam_law and k in ("lr", "batch_tokens"))]
@@ -121,7 +128,7 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
         if factor > EXTRAPOLATION_WARN:
             notes.append(f"extrapolating {factor:.0f}x beyond the largest sweep budget ({float(sw.points.C.max()):.3g} "
                          "FLOPs): the fitted form may not hold that far; treat the interval as optimistic")
-        prediction = _predict(sw, res3, res2, c["params"], tokens, flops_run, bootstrap, seed, notes)
+        prediction = _predict(sw, res3, res2, alt3, choice, c["params"], tokens, flops_run, bootstrap, seed, notes)
         health = _prediction_health(health, prediction, force, notes)
         doc = _assemble(sw, res3 if res3 is not None else res2, health, tgt, (target_flops, target_params, target_tokens), shape, c, tokens,
                         steps, batch_tokens, lr, mixture, prediction, hp_law, mix_law, factor, notes)
@@ -295,7 +302,7 @@ def _prediction_health(health: Verdict, prediction: dict[str, Any], force: bool,
         v.checks["approaches_2_3_loss_gap_pct"] = gap
         if gap > HealthCriteria().approaches_loss_pct[0]:
             v.flag("weak", f"{name} puts the loss at the run {100 * (other / L - 1):+.1f}% from the prediction "
-                           f"({choice['chosen']}, chosen by its lower held-out error)",
+                           f"({choice['chosen']}, chosen by health, then the held-out optimum)",
                    "add a budget above the largest: the hold-out then tells the two forms apart on more points")
     out = combine([*parts, v])
     if out.verdict == "ill-posed" and not force:
@@ -484,12 +491,6 @@ def _loss_at(res, N: float, D: float) -> tuple[float, list[float]]:
     return float(point), [math.nan, math.nan]
 
 
-def _holdout_pct(res) -> float:
-    """A fit's mean |error| on its held-out largest budget, %, or inf when it has none."""
-    v = (res.diagnostics.get("holdout") or {}).get("mean_abs_pct") if res is not None else None
-    return float(v) if v is not None and math.isfinite(v) else math.inf
-
-
 def _envelope_prediction(res2, flops_run: float) -> tuple[float, list[float]]:
     """Approach 2's L*(C) = (C_c / C)^alpha_C at the run's C, with its bootstrap interval."""
     p2, s2 = res2.params, res2.samples
@@ -498,50 +499,81 @@ def _envelope_prediction(res2, flops_run: float) -> tuple[float, list[float]]:
     return float((p2["C_c"] / flops_run) ** p2["alpha_C"]), list(interval(draws, res2.level))
 
 
+def optimum_holdout(pts) -> dict[str, float]:
+    """How well approaches 2 and 3 predict what a recipe predicts, on the sweeps' own data: each fitted
+    without the largest budget, its compute-optimal loss there against the best seed-averaged loss
+    measured there (% error, signed)."""
+    C_max = float(pts.C.max())
+    top = pts.C > C_max / 1.3
+    ref = min(float(np.mean(pts.loss[top & (pts.N == n)])) for n in np.unique(pts.N[top]))
+    rest = pts.subset(~top, "held out: the largest budget")
+    out = {"reference": ref, "C": C_max}
+    try:
+        r3 = approach3(rest, bootstrap=0, target_flops=C_max, holdout=False)
+        n, d = _allocation_for(r3, FlopModel(pts.N, pts.C, pts.D), C_max)
+        out["approach3"] = 100 * (_loss_at(r3, n, d)[0] / ref - 1)
+    except FitError:
+        out["approach3"] = math.inf
+    try:
+        out["approach2"] = 100 * (approach2(rest, bootstrap=0, target_flops=C_max, holdout=False).predictions["loss"] / ref - 1)
+    except FitError:
+        out["approach2"] = math.inf
+    return out
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    h = choice.get("optimum_holdout_pct") or {}
+    return (f"compute-optimal loss at the held-out C={h.get('C', math.nan):.3g}: approach 3 "
+            f"{h.get('approach3', math.nan):+.2f}%, approach 2 {h.get('approach2', math.nan):+.2f}%")
+
+
 def choose_loss_approach(sw: _Sweeps, res3, C: float, bootstrap: int, seed: int) -> tuple[str, Any, dict[str, Any]]:
-    """Which law predicts the run's loss: approach 3 (the (N, D) surface with a floor E) or approach 2
-    (the power law through the IsoFLOP minima), by their error on the held-out largest budget.
+    """Which law gives the recipe's N_opt and loss: approach 3 (the (N, D) surface with a floor E) or
+    approach 2 (power laws through the IsoFLOP minima): the one with the better health verdict, and
+    between equally healthy ones the one that predicts the held-out optimum better (:func:`optimum_holdout`).
 
     Far above the irreducible loss, as small proxies are, a 5-parameter surface fitted to short runs
     can place E near the data and flatten its extrapolation (+10% at 10x on the default study's
-    proxies, E above the loss the target run reached); near E, the envelope's pure power law runs
-    low instead. The hold-out error is the data's own test of which form extrapolates."""
+    proxies, E above the loss the target run reached); near E, the minima's pure power law runs low
+    instead. Predicting the held-out largest budget's optimum is the data's own test of which form
+    extrapolates; both errors are kept in ``prediction.approach_choice``."""
     try:
         res2 = approach2(sw.points, bootstrap=bootstrap, seed=seed, target_flops=C)
     except FitError as e:
         return "approach3", None, {"approach2": f"not fitted: {e}", "chosen": "approach3"}
-    h3, h2 = _holdout_pct(res3), _holdout_pct(res2)
-    chosen = "approach3" if res3 is not None and h3 <= h2 else "approach2"
-    return chosen, res2, {"holdout_mean_abs_pct": {"approach3": h3, "approach2": h2}, "chosen": chosen}
+    try:
+        h = optimum_holdout(sw.points)
+    except (FitError, ValueError) as e:
+        h = {"approach3": math.inf, "approach2": math.inf, "not_measured": str(e)}
+    level = {k: LEVELS.index(((r.diagnostics or {}).get("health") or {}).get("verdict", "ok"))
+             for k, r in (("approach3", res3), ("approach2", res2))}
+    # the healthier law first; between equally healthy ones, the closer held-out optimum
+    chosen = min(("approach3", "approach2"), key=lambda k: (level[k], abs(h[k])))
+    return chosen, res2, {"optimum_holdout_pct": h, "verdicts": {k: LEVELS[v] for k, v in level.items()},
+                          "chosen": chosen}
 
 
-def _predict(sw: _Sweeps, res3, res2, N: float, D: float, flops_run: float, bootstrap: int, seed: int,
-             notes: list[str]) -> dict[str, Any]:
+def _predict(sw: _Sweeps, res3, res2, alt3, choice: dict[str, Any], N: float, D: float, flops_run: float,
+             bootstrap: int, seed: int, notes: list[str]) -> dict[str, Any]:
     """The predicted loss_val at the recipe's run, with its interval, overall and per domain, from the
-    approach whose held-out error is lower (:func:`choose_loss_approach`)."""
-    prediction: dict[str, Any] = {"level": 0.95}
-    choice = {"chosen": "approach2"}
-    if res3 is not None:
-        chosen, r2, choice = choose_loss_approach(sw, res3, flops_run, bootstrap, seed)
-        res2 = r2 if r2 is not None else res2
-    prediction["approach_choice"] = choice
-    if choice["chosen"] == "approach2":
+    chosen approach (3, or 2 with approach 3 in ``alt3`` when it was fitted and not chosen)."""
+    prediction: dict[str, Any] = {"level": 0.95, "approach_choice": dict(choice)}
+    if res3 is None:
         L, iv = _envelope_prediction(res2, flops_run)
         prediction.update(loss_val=L, loss_val_interval=iv, at={"C": flops_run},
                           law="chinchilla approach 2 (L* = (C_c / C)^alpha_C through the IsoFLOP minima)")
-        choice["health"] = res2.diagnostics.get("health")
-        if res3 is not None:
-            L3, _ = _loss_at(res3, N, D)
-            choice["loss_other"] = {"approach3": L3}
-            notes.append(f"predicted loss from approach 2 (held-out error {choice['holdout_mean_abs_pct']['approach2']:.2f}% "
-                         f"vs approach 3's {choice['holdout_mean_abs_pct']['approach3']:.2f}%); approach 3 gives "
-                         f"{L3:.4f} ({100 * (L3 / L - 1):+.1f}%)")
+        if alt3 is not None:
+            L3 = _loss_at(alt3, N, D)[0]
+            prediction["approach_choice"]["loss_other"] = {"approach3": L3}
+            notes.append(f"approach 3 puts the loss at this run at {L3:.4f} ({100 * (L3 / L - 1):+.1f}%)")
+        chosen = "approach2"
     else:
         L, iv = _loss_at(res3, N, D)
         prediction.update(loss_val=L, loss_val_interval=iv, law="chinchilla approach 3", at={"N": N, "D": D})
-        if "approach2" in choice.get("holdout_mean_abs_pct", {}):
-            choice["loss_other"] = {"approach2": _envelope_prediction(res2, flops_run)[0]}
-    prediction["domains"] = _domain_predictions(sw, choice["chosen"], N, D, flops_run, bootstrap, seed, notes)
+        if res2 is not None and "C_c" in res2.params:
+            prediction["approach_choice"]["loss_other"] = {"approach2": _envelope_prediction(res2, flops_run)[0]}
+        chosen = "approach3"
+    prediction["domains"] = _domain_predictions(sw, chosen, N, D, flops_run, bootstrap, seed, notes)
     return prediction
 
 

@@ -108,7 +108,7 @@ DEFAULT = StudyConfig()
 QUICK = StudyConfig(
     name="quick",
     hparams=HparamStage(sizes=(1.3e4, 5.5e4), budgets=(6.25e10, 1.25e11, 2.5e11)),
-    loss=LossStage(budgets=(1.25e11, 2.5e11, 5e11), sizes=(4e3, 1.3e4, 2.7e4, 5.5e4), spread=16.0, seeds=1),
+    loss=LossStage(budgets=(2.5e11, 5e11, 1e12), sizes=(4e3, 1.3e4, 2.7e4, 5.5e4, 1.07e5), seeds=1),
     target_factor=3.0, full_seeds=1, bootstrap=200,
 )
 

@@ -74,9 +74,10 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     bt = doc.get("backtest")
     if bt:
         fl = bt["floor"]
-        lines.append(f"  back-test: error {bt['rel_error_pct']:+.2f}% (95% half-width {bt['half_width_pct']:.2f}%, "
-                     f"covered: {bt['covered']}); seed floor {fl.get('std_pct') or float('nan'):.2f}% std "
-                     f"({fl['seeds']} seeds)")
+        per_seed = ", ".join(f"{v:+.2f}%" for v in (bt.get("per_seed") or {}).values())
+        lines.append(f"  back-test: error {bt['rel_error_pct']:+.2f}% vs {bt.get('achieved_by', 'the run')} "
+                     f"(per seed {per_seed}; 95% half-width {bt['half_width_pct']:.2f}%, covered: {bt['covered']}); "
+                     f"seed floor {fl.get('std_pct') or float('nan'):.2f}% std ({fl['seeds']} seeds)")
     lines.append(f"  total {doc['total_wall_s'] / 60:.1f} min")
     return lines
 
