@@ -155,8 +155,8 @@ def test_presets_fit_the_target_arithmetic():
 TINY = StudyConfig(
     name="tiny", corpus="fixture",
     hparams=HparamStage(sizes=(4e3, 1.3e4), budgets=(4e9, 8e9, 1.6e10), lrs=(3e-3, 6e-3, 1.2e-2), widen_rounds=1),
-    mixture=MixtureStage(sizes=(2e3, 4e3, 1.3e4), n_mixtures=8, tokens_per_param=10.0),
-    loss=LossStage(budgets=(4e9, 8e9, 1.6e10), sizes=(4e3, 1.3e4, 2.7e4), seeds=1),
+    mixture=MixtureStage(sizes=(4e3, 1.3e4, 2.7e4), n_mixtures=8, tokens_per_param=10.0),
+    loss=LossStage(budgets=(2e10, 4e10, 8e10, 1.6e11), sizes=(4e3, 1.3e4, 2.7e4, 5.5e4), spread=16.0, seeds=1),
     target_factor=2.0, full_seeds=2, bootstrap=50, tokens_per_param=20.0,
 )
 

@@ -95,7 +95,8 @@ def build_recipe(sweeps: list[str], target_flops: float | None = None, target_pa
                                                       bootstrap, seed)
             if chosen == "approach2":
                 res2, alt3, res3 = r2, res3, None
-                notes.append(f"loss law: approach 2, whose held-out optimum is closer ({_choice_text(choice)})")
+                notes.append(f"loss law: approach 2, the healthier or (equally healthy) closer on the held-out optimum "
+                             f"({_choice_text(choice)})")
         tgt = _target(sw, res3, res2, target_flops, target_params, target_tokens)
         health = _loss_health(sw, res3 if res3 is not None else res2, tgt.flops, seed, force, notes)
         varied = [k for k in sw.settings["varied"] if not (hparam_law and k in ("lr", "batch_tokens"))]
@@ -523,8 +524,10 @@ def optimum_holdout(pts) -> dict[str, float]:
 
 def _choice_text(choice: dict[str, Any]) -> str:
     h = choice.get("optimum_holdout_pct") or {}
-    return (f"compute-optimal loss at the held-out C={h.get('C', math.nan):.3g}: approach 3 "
-            f"{h.get('approach3', math.nan):+.2f}%, approach 2 {h.get('approach2', math.nan):+.2f}%")
+    pct = lambda k: f"{h[k]:+.2f}%" if math.isfinite(h.get(k, math.inf)) else "not measured"  # noqa: E731
+    v = choice.get("verdicts") or {}
+    return (f"verdicts: approach 3 {v.get('approach3')}, approach 2 {v.get('approach2')}; compute-optimal loss at "
+            f"the held-out C={h.get('C', math.nan):.3g}: approach 3 {pct('approach3')}, approach 2 {pct('approach2')}")
 
 
 def choose_loss_approach(sw: _Sweeps, res3, C: float, bootstrap: int, seed: int) -> tuple[str, Any, dict[str, Any]]:
