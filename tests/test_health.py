@@ -125,3 +125,15 @@ def test_hparam_and_mixing_laws_refuse_runs_of_mixed_tokenizers():
     mx["seq_len"] = [256, 512] * (len(mx) // 2) + [256] * (len(mx) % 2)
     with pytest.raises(FitError, match="mix seq_len values .* a mixing law"):
         load_mixing(mx)
+
+
+def test_a_mixture_optimum_that_wanders_over_bootstrap_draws_is_flagged():
+    from lab.fit.health import mixture_optimum_health
+
+    pinned = {"mixture_interval": {"a": [0.30, 0.36], "b": [0.60, 0.68]}}
+    assert mixture_optimum_health(pinned).verdict == "ok"
+    loose = {"mixture_interval": {"a": [0.02, 0.45], "b": [0.50, 0.70]}}
+    v = mixture_optimum_health(loose)
+    assert v.verdict == "ill-posed" and "a share" in v.reasons[0] and v.fixes
+    assert mixture_optimum_health({"mixture_interval": {"a": [0.2, 0.4]}}).verdict == "weak"
+    assert mixture_optimum_health({}).verdict == "ok"  # no bootstrap draws: nothing to judge

@@ -38,6 +38,7 @@ class HealthCriteria:
     approaches_n_opt_ratio: tuple[float, float] = (2.0, 5.0)  # max / min of N_opt over approaches 1-3
     approaches_loss_pct: tuple[float, float] = (1.0, 3.0)  # spread of the loss at the target, % (laws with a floor)
     mixing_heldout_vs_baseline: tuple[float, float] = (0.8, 1.0)  # held-out MAE / mixture-blind MAE
+    mixture_share_width: tuple[float, float] = (0.15, 0.3)  # widest 95% interval of a chosen share (absolute)
 
 
 @dataclass
@@ -258,6 +259,21 @@ def mixing_health(model: Any, criteria: HealthCriteria = HealthCriteria()) -> Ve
     v.grade("heldout_vs_baseline", float(mae) / float(base), criteria.mixing_heldout_vs_baseline,
             "held-out error relative to a mixture-blind mean (1 = the law explains nothing)",
             "run more distinct mixtures, or mixtures spread further apart")
+    return v
+
+
+def mixture_optimum_health(opt: Mapping[str, Any], criteria: HealthCriteria = HealthCriteria()) -> Verdict:
+    """Is the chosen mixture pinned? The widest 95% interval of a share over the bootstrap draws' own
+    optima (``optimize``'s ``mixture_interval``): a law can predict held-out runs and still leave its
+    optimum anywhere in a flat valley."""
+    v = Verdict()
+    iv = opt.get("mixture_interval") or {}
+    if not iv:
+        return v
+    d, (lo, hi) = max(iv.items(), key=lambda kv: kv[1][1] - kv[1][0])
+    v.grade("mixture_share_width", float(hi - lo), criteria.mixture_share_width,
+            f"the optimum is not pinned: the {d} share's 95% interval over bootstrap optima is [{lo:.2f}, {hi:.2f}]",
+            "run more mixtures (design.n_mixtures) at larger sizes, or bound the shares (--min-share/--max-share)")
     return v
 
 

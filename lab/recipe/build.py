@@ -31,7 +31,7 @@ from lab.fit import FitError, approach1, approach2, approach3, fit_hparams, fit_
 from lab.fit.engine.allocation import FlopModel, optimal_allocation
 from lab.fit.engine.bootstrap import interval
 from lab.fit.engine.result import to_jsonable
-from lab.fit.health import LEVELS, Verdict, agreement, combine
+from lab.fit.health import LEVELS, Verdict, agreement, combine, mixture_optimum_health
 from lab.fit.hparams import batch_for, load_hparams, predict_hparams
 from lab.fit.mixing.law import load_mixing, one_size, target_weights
 from lab.fit.mixing.optimize import make_box, optimize
@@ -431,7 +431,9 @@ def mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, boo
            "predicted_target": opt["target"], "predicted_target_interval": opt.get("target_interval"),
            "gain_vs_uniform": opt["uniform"]["gain"], "gain_vs_natural": opt.get("natural", {}).get("gain"),
            "held_out_mae": model.diagnostics["held_out"].get("mae", {}).get("mean"),
-           "box": box.to_json(), "health": model.diagnostics.get("health"),
+           "box": box.to_json(), "mixture_interval": opt.get("mixture_interval"),
+           "health": combine([Verdict(**model.diagnostics["health"]), mixture_optimum_health(opt)]).to_json()
+           if model.diagnostics.get("health") else mixture_optimum_health(opt).to_json(),
            "sweeps": [str(Path(s).resolve()) for s in sweeps]}
     return _rounded_shares(opt["mixture"]), law
 

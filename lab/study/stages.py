@@ -232,8 +232,11 @@ def stage_mixture(s: Study) -> dict[str, Any]:
     except RecipeError as e:
         raise StageInputError(f"stage b (mixture) on {', '.join(sweeps)}: {e}") from None
     shares = ", ".join(f"{d}={x:.3f}" for d, x in mixture.items())
+    health = mix_law.get("health") or {}
     s.say(f"stage b: mixture for N={N:.3g}, D={D:.3g}: {shares} ({mix_law['how']}); held-out MAE "
-          f"{mix_law['held_out_mae']:.4f}; health {(mix_law.get('health') or {}).get('verdict')}")
+          f"{mix_law['held_out_mae']:.4f}; health {health.get('verdict')}"
+          + (f" ({'; '.join(health.get('reasons', []))}; fix: {'; '.join(health.get('fixes', []))})"
+             if health.get("reasons") else ""))
     return {"sweeps": sweeps, "mixture": mixture, "law": {**mix_law, "mixture": mixture}, "target": {"N": N, "D": D},
             "notes": notes, "health": mix_law.get("health")}
 
