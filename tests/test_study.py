@@ -205,3 +205,22 @@ def test_compare_reports_stability_against_the_targets(tmp_path, capsys):
     assert "ratio 1.60" in said and "MISSES" in said and "1.00% apart" in said and "+0.50%" in said
     (tmp_path / "c").mkdir()
     assert compare_main([a, str(tmp_path / "c")]) == 2
+
+
+def test_a_full_run_from_another_recipe_is_set_aside_not_reused(tmp_path, capsys):
+    from lab.recipe.format import recipe_sha256
+    from lab.study.stages import Study, _set_aside_if_stale
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("version: 1\n")
+    run = tmp_path / "e_full" / "seed0"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"status": "completed", "recipe_sha256": recipe_sha256(recipe)}))
+    study = Study(QUICK, tmp_path, StudyState.open(tmp_path, QUICK.to_json()))
+    _set_aside_if_stale(study, run, recipe)
+    assert run.is_dir()  # trained from this very recipe: kept
+    recipe.write_text("version: 2\n")  # stage d rebuilt it
+    _set_aside_if_stale(study, run, recipe)
+    stale = [p for p in run.parent.iterdir() if p.name.startswith("seed0.stale-")]
+    assert not run.exists() and len(stale) == 1 and (stale[0] / "result.json").exists()
+    assert "another recipe" in capsys.readouterr().out
