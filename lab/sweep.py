@@ -100,16 +100,18 @@ def _law_budget(cfg: SweepConfig, spec: RunSpec) -> float:
     if d.kind == "isoflop":
         return float(d.budget)
     if d.kind == "isoflop_wsd":
-        served = served_budgets(spec.params, d.budgets, d.spread, _rule(cfg), d.tokens_per_param)
-        return float(math.exp(sum(math.log(c) for c in served) / len(served)))
+        return _geomean(served_budgets(spec.params, d.budgets, d.spread, _rule(cfg), d.tokens_per_param))
     return spec.flops
 
 
 def _law_tokens(spec: RunSpec) -> float:
     """The D at which a form-ND batch/LR law sets this point's batch and LR: its D; for a WSD run with
     cooldown branches, the geometric mean of the D it finishes at (one LR has to serve them all)."""
-    ds = [spec.tokens, *spec.cooldowns]
-    return float(math.exp(sum(math.log(d) for d in ds) / len(ds)))
+    return _geomean([spec.tokens, *spec.cooldowns])
+
+
+def _geomean(xs: list[float]) -> float:
+    return float(math.exp(sum(math.log(x) for x in xs) / len(xs)))
 
 
 def _design_point(cfg: SweepConfig, batch_tokens: int, lr: float) -> RunSpec | None:
@@ -125,15 +127,14 @@ def _design_point(cfg: SweepConfig, batch_tokens: int, lr: float) -> RunSpec | N
             raise DuplicatePoint(f"design.size={d.size} rounds to the same shape as a smaller index at this budget")
         return points[-1]
     if d.kind == "isoflop_wsd":
-        spec = isoflop_wsd_point([float(x) for x in d.sizes], d.size, [float(c) for c in d.budgets], d.spread,
-                                 t.batch_tokens, t.lr, rule, d.tokens_per_param)
-        if spec is None:
+        sizes, budgets = [float(x) for x in d.sizes], [float(c) for c in d.budgets]
+        points = [isoflop_wsd_point(sizes, k, budgets, d.spread, t.batch_tokens, t.lr, rule, d.tokens_per_param)
+                  for k in range(d.size + 1)]
+        if points[-1] is None:
             raise DuplicatePoint(f"design.size={d.size} lies in no budget's IsoFLOP window")
-        if any(_same_shape(spec, isoflop_wsd_point([float(x) for x in d.sizes], k, [float(c) for c in d.budgets],
-                                                    d.spread, t.batch_tokens, t.lr, rule, d.tokens_per_param))
-               for k in range(d.size)):
+        if any(_same_shape(p, points[-1]) for p in points[:-1]):
             raise DuplicatePoint(f"design.size={d.size} rounds to the same shape as a smaller index")
-        return spec
+        return points[-1]
     if d.kind == "kaplan":
         return kaplan_point(float(d.sizes[d.size]), d.tokens, t.batch_tokens, t.lr, rule, d.size)
     if d.kind == "batch_lr":

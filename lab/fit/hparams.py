@@ -27,7 +27,7 @@ import pandas as pd
 from lab.fit.health import hparams_health, judged
 from lab.fit.engine.bootstrap import bootstrap_weights, interval
 from lab.fit.engine.errors import FitError, quiet, require
-from lab.fit.engine.points import read_table, require_one_setting
+from lab.fit.engine.points import group_budgets, read_table, require_one_setting
 from lab.fit.engine.result import FitResult
 
 BATCH_ALIASES = ["batch_tokens", "bs", "batch", "batch_size"]
@@ -118,14 +118,12 @@ def load_hparams(source, form: str = "C", N: str | None = None, D: str | None = 
     require(len(np.unique(b)) >= 2, f"the grid has one batch size ({b[0]:g}); a batch law needs at least 2")
     require(len(np.unique(lr_)) >= 2, f"the grid has one learning rate ({lr_[0]:g}); an LR law needs at least 2")
     if form == "C":
-        from lab.fit.engine.points import group_budgets
         budget = None
         if "budget" in df.columns and not (has_branches and cooldowns):
             bb = pd.to_numeric(df["budget"], errors="coerce").to_numpy(float)[keep]
             budget = bb if np.all(np.isfinite(bb)) else None
         cell = group_budgets(c, budget, rel_tol=0.1)
     else:  # one cell per model size and D: runs whose D differ by a step's rounding join one cell
-        from lab.fit.engine.points import group_budgets
         size = np.round(np.log(n), 2)
         dgroup = np.zeros(len(n), int)
         for v in np.unique(size):
@@ -156,14 +154,14 @@ def near_optimal(loss: np.ndarray, cell: np.ndarray, band: float, w: np.ndarray 
     return out
 
 
-def _design(h: HparamData, form: str, target: str) -> np.ndarray:
-    """Regressors (with intercept) for ln lr or ln B."""
-    one = np.ones(len(h.loss))
-    if form == "C":
-        return np.stack([one, np.log(h.C)], 1)
-    if target == "lr":
-        return np.stack([one, np.log(h.N), np.log(h.D)], 1)
-    return np.stack([one, np.log(h.D)], 1)
+# what ln lr_opt and ln B_opt are regressed on, per form
+_REGRESSORS = {"C": {"lr": ("C",), "B": ("C",)}, "ND": {"lr": ("N", "D"), "B": ("D",)}}
+
+
+def _design(h: HparamData, form: str, target: str, only: tuple[str, ...] | None = None) -> np.ndarray:
+    """Regressors (with intercept) for ln lr or ln B: those of the form, or ``only`` these."""
+    xs = _REGRESSORS[form][target] if only is None else only
+    return np.stack([np.ones(len(h.loss))] + [np.log(getattr(h, x)) for x in xs], 1)
 
 
 def _wlstsq(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -372,9 +370,6 @@ def predict_hparams(params: dict[str, float], form: str, C: float | None = None,
             params["lr_coef"] * N ** params["lr_N_exp"] * D ** params["lr_D_exp"])
 
 
-_REGRESSORS = {"C": {"lr": ("C",), "B": ("C",)}, "ND": {"lr": ("N", "D"), "B": ("D",)}}
-
-
 @dataclass
 class ResolvedLaw:
     """The batch/LR law a study acts on (:func:`resolved_law`), with its own intervals and verdict."""
@@ -387,11 +382,10 @@ class ResolvedLaw:
     health: dict[str, Any]
 
 
-def _fit_fixed(h: HparamData, q: str, form: str, free: list[str], fixed: dict[str, float], w: np.ndarray) -> dict[str, float]:
+def _fit_fixed(h: HparamData, q: str, free: list[str], fixed: dict[str, float], w: np.ndarray) -> dict[str, float]:
     """ln q = ln coef + sum_x exp_x ln x, least squares over rows weighted ``w``, the ``fixed`` exponents held."""
     y = np.log(getattr(h, "lr" if q == "lr" else "B")) - sum(e * np.log(getattr(h, x)) for x, e in fixed.items())
-    X = np.stack([np.ones(len(y))] + [np.log(getattr(h, x)) for x in free], 1)
-    coef = _wlstsq(X, y, w)
+    coef = _wlstsq(_design(h, "ND", q, tuple(free)), y, w)
     return {f"{q}_coef": math.exp(coef[0]), **{f"{q}_{x}_exp": float(c) for x, c in zip(free, coef[1:])},
             **{f"{q}_{x}_exp": float(e) for x, e in fixed.items()}}
 
@@ -423,14 +417,13 @@ def resolved_law(res: FitResult, bootstrap: int = 200, seed: int = 0, at: dict[s
     def fit(w):
         out = {}
         for q, xs in _REGRESSORS[form].items():
-            out.update(_fit_fixed(h, q, form, [x for x in xs if x not in fixed[q]], fixed[q], w))
+            out.update(_fit_fixed(h, q, [x for x in xs if x not in fixed[q]], fixed[q], w))
         return out
 
     params = fit(near_optimal(h.loss, h.cell, band).astype(float))
     W = bootstrap_weights(len(h.loss), int(bootstrap), np.random.default_rng(seed), h.cell)
     boot = [fit(near_optimal(h.loss, h.cell, band, w).astype(float) * w) for w in W]
-    intervals = {k: [float(np.quantile([b[k] for b in boot], 0.025)), float(np.quantile([b[k] for b in boot], 0.975))]
-                 for k in params} if boot else {}
+    intervals = {k: list(interval(np.array([b[k] for b in boot]))) for k in params} if boot else {}
     preds: dict[str, Any] = {}
     v = Verdict()
     at_floor = 0
@@ -446,11 +439,9 @@ def resolved_law(res: FitResult, bootstrap: int = 200, seed: int = 0, at: dict[s
         notes.append(f"{at_floor} cell(s) have their best batch at the floor {floor_batch:g}, set by choice")
     if at:
         B0, lr0 = predict_hparams(params, form, **at)
-        Bs = np.array([predict_hparams(b, form, **at)[0] for b in boot])
-        ls = np.array([predict_hparams(b, form, **at)[1] for b in boot])
+        Bs, ls = np.array([predict_hparams(b, form, **at) for b in boot]).reshape(-1, 2).T
         preds = {**at, "B_opt": B0, "lr_opt": lr0,
-                 "B_opt_interval": [float(np.quantile(Bs, 0.025)), float(np.quantile(Bs, 0.975))],
-                 "lr_opt_interval": [float(np.quantile(ls, 0.025)), float(np.quantile(ls, 0.975))]}
+                 "B_opt_interval": list(interval(Bs)), "lr_opt_interval": list(interval(ls))}
         crit = HealthCriteria()
         for key in ("B_opt", "lr_opt"):
             v.grade(f"{key}_interval_ratio", _ratio(preds[f"{key}_interval"]), crit.n_opt_ratio,

@@ -31,7 +31,7 @@ from lab.fit import FitError, approach1, approach2, approach3, fit_hparams, fit_
 from lab.fit.engine.allocation import FlopModel, optimal_allocation
 from lab.fit.engine.bootstrap import interval
 from lab.fit.engine.result import to_jsonable
-from lab.fit.health import LEVELS, Verdict, agreement, combine, mixture_optimum_health
+from lab.fit.health import LEVELS, HealthCriteria, Verdict, agreement, combine, mixture_optimum_health
 from lab.fit.hparams import batch_for, load_hparams, predict_hparams
 from lab.fit.mixing.law import load_mixing, one_size, target_weights
 from lab.fit.mixing.optimize import make_box, optimize
@@ -288,14 +288,10 @@ def _loss_health(sw: _Sweeps, fit, C: float, seed: int, force: bool, notes: list
 
 
 def _prediction_health(health: Verdict, prediction: dict[str, Any], force: bool, notes: list[str]) -> Verdict:
-    """The loss verdict once the predicting approach is chosen: that approach's own health, and how far
-    the other approach's loss at the run lies from it (weak beyond criteria.approaches_loss_pct)."""
-    from lab.fit.health import HealthCriteria
-
+    """The loss verdict (already the predicting approach's own and the approaches' agreement) with how
+    far the other approach's loss at the run lies from the prediction (weak beyond
+    criteria.approaches_loss_pct)."""
     choice = prediction.get("approach_choice") or {}
-    parts = [health]
-    if choice.get("chosen") == "approach2" and choice.get("health"):
-        parts.append(Verdict(**choice["health"]))
     v = Verdict()
     L = prediction["loss_val"]
     for name, other in (choice.get("loss_other") or {}).items():
@@ -305,7 +301,7 @@ def _prediction_health(health: Verdict, prediction: dict[str, Any], force: bool,
             v.flag("weak", f"{name} puts the loss at the run {100 * (other / L - 1):+.1f}% from the prediction "
                            f"({choice['chosen']}, chosen by health, then the held-out optimum)",
                    "add a budget above the largest: the hold-out then tells the two forms apart on more points")
-    out = combine([*parts, v])
+    out = combine([health, v])
     if out.verdict == "ill-posed" and not force:
         raise RecipeError("the loss prediction is ill-posed: " + "; ".join(r for r in out.reasons if r.startswith("ill-posed"))
                           + ". To fix: " + "; ".join(out.fixes) + ". (--force writes the recipe anyway)")

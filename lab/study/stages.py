@@ -365,12 +365,12 @@ def _set_aside_if_stale(s: Study, run_dir: Path, recipe: Path) -> None:
 
 def _progress(run_dir: Path, steps: int, t0: float) -> str:
     """'seedS: step k/n, ETA m min' from the run's metrics (its last complete line)."""
-    import json
+    from lab.io import jsonl_rows
 
     try:
-        lines = [ln for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.endswith("}")]
-        step = int(json.loads(lines[-1])["step"])
-    except (OSError, ValueError, KeyError, IndexError):
+        rows = [r for _, r in jsonl_rows((run_dir / "metrics.jsonl").read_text()) if r is not None]
+        step = int(rows[-1]["step"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
         return f"{run_dir.name}: starting"
     eta = (time.time() - t0) / max(step, 1) * (steps - step) / 60
     return f"{run_dir.name}: step {step}/{steps}, ETA {eta:.1f} min"
