@@ -187,6 +187,7 @@ class RunConfig:
 
 
 DESIGN_KINDS = ("none", "isoflop", "isoflop_wsd", "kaplan", "batch_lr", "mixture")
+MIXTURE_DESIGNS = ("dirichlet", "axial")
 
 
 @dataclass
@@ -211,6 +212,7 @@ class DesignConfig:
     branch_fracs: Any = None  # batch_lr: WSD cooldown branches ending at these fractions of the budget
     n_mixtures: int = 8
     alpha: float = 1.0  # Dirichlet concentration of sampled mixtures
+    mixtures: str = "dirichlet"  # mixture design: dirichlet draws, or axial (centroid, each domain up and down)
     seed: int = 0
     aspect: int = ASPECT
     head_dim: int = DESIGN_HEAD_DIM
@@ -236,6 +238,7 @@ class DesignConfig:
                 raise ValueError(f"design.size: {self.size} is outside range(len(design.sizes)={len(self.sizes)})")
         if self.hparams is not None and self.kind in ("batch_lr", "none"):
             raise ValueError(f"design.hparams: the {self.kind} design sets its own batch and LR; drop design.hparams")
+        _choice("design.mixtures", self.mixtures, MIXTURE_DESIGNS)
         if self.kind == "mixture" and not (0 <= self.mixture < self.n_mixtures):
             raise ValueError(f"design.mixture: {self.mixture} is outside range(design.n_mixtures={self.n_mixtures})")
         return self

@@ -11,7 +11,7 @@ arithmetic on :mod:`lab.counting`; no torch.
 * :func:`kaplan`: a model-size x token-budget grid (Kaplan et al. 2020, arXiv:2001.08361).
 * :func:`batch_lr`: batch size x learning rate at several budgets, model size from the prior
   (DeepSeek LLM, arXiv:2401.02954; Li et al. 2025 "Step Law", arXiv:2503.04715).
-* :func:`mixtures`: Dirichlet-sampled domain mixtures (seeded) at several sizes (Ye et al. 2024,
+* :func:`mixtures`: domain mixtures (Dirichlet-sampled, or the axial design) at several sizes (Ye et al. 2024,
   arXiv:2403.16952; Liu et al. 2024 "RegMix", arXiv:2407.01492).
 
 The prior for the compute-optimal size is ``D = tokens_per_param * N`` (20, Chinchilla's rule of
@@ -252,11 +252,56 @@ def dirichlet_mixtures(domains: Sequence[str], n: int, alpha: float = 1.0, seed:
     return out
 
 
+AXIAL_HEAVY = 0.45  # an axial point's share of its own domain
+AXIAL_LIGHT = 0.02  # a starved point's share of its own domain
+
+
+def axial_mixtures(domains: Sequence[str], heavy: float = AXIAL_HEAVY, light: float = AXIAL_LIGHT,
+                   decimals: int = 4) -> list[dict[str, float]]:
+    """The axial design of mixture experiments (Cornell, *Experiments with Mixtures*): the centroid,
+    then each domain raised to ``heavy`` and each lowered to ``light``, the others sharing the rest
+    equally; ``1 + 2M`` mixtures for M domains.
+
+    Unlike random draws it is the same for every seed, so a study rerun with another seed changes
+    the training noise only, and each domain's effect is measured from both sides of the centroid.
+    """
+    M = len(domains)
+    if M < 2:
+        raise ValueError("mixture design: need at least two domains")
+    if not (1.0 / M < heavy < 1.0 and 0.0 < light < 1.0 / M):
+        raise ValueError(f"axial mixtures: need light < 1/{M} < heavy < 1, got light={light}, heavy={heavy}")
+
+    def point(i: int, share: float) -> dict[str, float]:
+        rest = round((1.0 - share) / (M - 1), decimals)
+        r = np.full(M, rest)
+        r[i] = round(1.0 - rest * (M - 1), decimals)
+        return {d: float(x) for d, x in zip(domains, r)}
+
+    centroid = {d: round(1.0 / M, decimals) for d in domains}
+    centroid[domains[0]] = round(1.0 - sum(list(centroid.values())[1:]), decimals)
+    return [centroid] + [point(i, heavy) for i in range(M)] + [point(i, light) for i in range(M)]
+
+
+def design_mixtures(domains: Sequence[str], n: int, how: str = "dirichlet", alpha: float = 1.0,
+                    seed: int = 0) -> list[dict[str, float]]:
+    """The ``n`` mixtures of a mixture design: ``dirichlet`` draws (seeded), or the ``axial`` design
+    (:func:`axial_mixtures`) followed, when ``n`` is larger, by Dirichlet draws."""
+    if how == "dirichlet":
+        return dirichlet_mixtures(domains, n, alpha, seed)
+    if how != "axial":
+        raise ValueError(f"design.mixtures: {how!r} is not one of dirichlet, axial")
+    axial = axial_mixtures(domains)
+    if n < len(axial):
+        raise ValueError(f"design.n_mixtures: the axial design over {len(domains)} domains has {len(axial)} "
+                         f"mixtures; set design.n_mixtures >= {len(axial)}")
+    return axial + dirichlet_mixtures(domains, n - len(axial), alpha, seed)
+
+
 def mixtures(domains: Sequence[str], n_mixtures: int, sizes: Sequence[float], tokens_per_param: float = 20.0,
              batch_tokens: int = 4096, lr: float = 3e-3, alpha: float = 1.0, seed: int = 0,
-             rule: ShapeRule = ShapeRule()) -> list[RunSpec]:
-    """Dirichlet-sampled mixtures, each trained at every size with D = tokens_per_param * N."""
-    mixes = dirichlet_mixtures(domains, n_mixtures, alpha, seed)
+             rule: ShapeRule = ShapeRule(), how: str = "dirichlet") -> list[RunSpec]:
+    """The mixtures of :func:`design_mixtures`, each trained at every size with D = tokens_per_param * N."""
+    mixes = design_mixtures(domains, n_mixtures, how, alpha, seed)
     return [mixture_point(mix, n, tokens_per_param, batch_tokens, lr, rule, i, j)
             for i, n in enumerate(sizes) for j, mix in enumerate(mixes)]
 

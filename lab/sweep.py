@@ -36,7 +36,7 @@ from lab.designs import (
     RunSpec,
     ShapeRule,
     batch_lr_point,
-    dirichlet_mixtures,
+    design_mixtures,
     isoflop_point,
     isoflop_wsd_point,
     served_budgets,
@@ -139,7 +139,7 @@ def _design_point(cfg: SweepConfig, batch_tokens: int, lr: float) -> RunSpec | N
         return kaplan_point(float(d.sizes[d.size]), d.tokens, t.batch_tokens, t.lr, rule, d.size)
     if d.kind == "batch_lr":
         return batch_lr_point(d.budget, t.batch_tokens, t.lr, rule, d.tokens_per_param, d.branch_fracs or ())
-    mix = dirichlet_mixtures(_domains(cfg), d.n_mixtures, d.alpha, d.seed)[d.mixture]
+    mix = design_mixtures(_domains(cfg), d.n_mixtures, d.mixtures, d.alpha, d.seed)[d.mixture]
     return mixture_point(mix, float(d.sizes[d.size]), d.tokens_per_param, t.batch_tokens, t.lr, rule, d.size, d.mixture)
 
 

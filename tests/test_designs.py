@@ -8,6 +8,7 @@ from lab.counting import counts, flops_per_token, shape_for_params
 from lab.designs import (
     ShapeRule,
     batch_lr,
+    design_mixtures,
     dirichlet_mixtures,
     isoflop,
     kaplan,
@@ -69,6 +70,25 @@ def test_mixtures_are_seeded_and_on_the_simplex():
         assert min(m.values()) >= 0 and sum(m.values()) == pytest.approx(1.0, abs=1e-9)
     specs = mixtures(["x", "y"], 4, [3e4, 1e5])
     assert len(specs) == 8 and specs[0].overrides["data.mixture"] == specs[4].overrides["data.mixture"]
+
+
+def test_axial_mixtures_are_the_same_for_every_seed_and_move_each_domain_both_ways():
+    doms = ["a", "b", "c", "d"]
+    ax = design_mixtures(doms, 9, "axial", seed=0)
+    assert ax == design_mixtures(doms, 9, "axial", seed=5) and len(ax) == 1 + 2 * len(doms)
+    for m in ax:
+        assert sum(m.values()) == pytest.approx(1.0, abs=1e-9) and min(m.values()) > 0
+    assert ax[0] == pytest.approx({d: 0.25 for d in doms}, abs=1e-3)
+    for i, d in enumerate(doms):  # point 1+i raises domain i, point 1+M+i lowers it, the rest equal
+        up, down = ax[1 + i], ax[1 + len(doms) + i]
+        assert up[d] == pytest.approx(0.45, abs=1e-3) and down[d] == pytest.approx(0.02, abs=1e-3)
+        assert len({round(v, 4) for k, v in up.items() if k != d}) == 1
+    extra = design_mixtures(doms, 11, "axial", seed=0)
+    assert extra[:9] == ax and extra[9:] == dirichlet_mixtures(doms, 2, seed=0)
+    with pytest.raises(ValueError, match="n_mixtures >= 9"):
+        design_mixtures(doms, 8, "axial")
+    with pytest.raises(ValueError, match="design.mixtures"):
+        design_mixtures(doms, 8, "sobol")
 
 
 def test_budget_too_small_for_one_batch_is_an_error():

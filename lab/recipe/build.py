@@ -34,7 +34,7 @@ from lab.fit.engine.result import to_jsonable
 from lab.fit.health import LEVELS, HealthCriteria, Verdict, agreement, combine, mixture_optimum_health
 from lab.fit.hparams import batch_for, load_hparams, predict_hparams
 from lab.fit.mixing.law import load_mixing, one_size, target_weights
-from lab.fit.mixing.optimize import make_box, optimize
+from lab.fit.mixing.optimize import choose_mixture, make_box, optimize
 from lab.recipe.format import FORMAT, Recipe, RecipeError
 from lab.results import load_curves, load_runs
 
@@ -400,8 +400,9 @@ def mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, boo
     """The optimal mixture from mixture sweeps (lab.fit mixing): nested at the recipe's (N, D) when the
     sweeps allow it, else the mixing law at their largest proxy size (said in the notes).
 
-    The search stays inside the share bounds (``min_share``/``max_share``, 'a=0.1,b=0.05'), the
-    fitted runs' share range and, with ``max_epochs``, each domain's epoch cap at D tokens.
+    The search stays inside the convex hull of the fitted runs' mixtures (where the law interpolates),
+    the share bounds (``min_share``/``max_share``, 'a=0.1,b=0.05') and, with ``max_epochs``, each
+    domain's epoch cap at D tokens.
     """
     _require_dirs(sweeps, "--mixing sweep folder")
     try:
@@ -418,20 +419,34 @@ def mixture_from(sweeps: list[str], N: float, D: float, weights: str | None, boo
         model = fit_mixing_law(fit_data, bootstrap=min(bootstrap, 200), seed=seed)
         box = make_box(data.domains, min_share, max_share, max_epochs, D if max_epochs else None, data.unique_tokens,
                        data_range=(fit_data.R.min(0), fit_data.R.max(0)))
-        opt = optimize(model, w, box, data.natural, seed=seed)
+        opt = optimize(model, w, box, data.natural, seed=seed, hull=fit_data.R)
     except FitError as e:
         raise RecipeError(f"--mixing: {e}") from None
-    notes.append("prediction.loss_val is the loss law's, fitted on the loss sweeps' own mixture; the mixing law "
-                 f"expects the chosen mixture to change the target loss by {-opt['uniform']['gain']:+.4f} vs uniform")
+    pick = choose_mixture(opt)
+    notes.append("prediction.loss_val is the loss law's, fitted on the loss sweeps' own mixture; mixture: "
+                 + pick["why"])
     law = {"law": "data mixing law (Ye et al. 2024)", "how": how, "target_weights": opt["target_weights"],
-           "predicted_target": opt["target"], "predicted_target_interval": opt.get("target_interval"),
+           "chosen": pick["chosen"], "choice": pick["why"], "optimum": opt["mixture"],
+           "predicted_target": pick["target"], "predicted_target_interval": pick["target_interval"],
            "gain_vs_uniform": opt["uniform"]["gain"], "gain_vs_natural": opt.get("natural", {}).get("gain"),
            "held_out_mae": model.diagnostics["held_out"].get("mae", {}).get("mean"),
-           "box": box.to_json(), "mixture_interval": opt.get("mixture_interval"),
-           "health": combine([Verdict(**model.diagnostics["health"]), mixture_optimum_health(opt)]).to_json()
-           if model.diagnostics.get("health") else mixture_optimum_health(opt).to_json(),
-           "sweeps": [str(Path(s).resolve()) for s in sweeps]}
-    return _rounded_shares(opt["mixture"]), law
+           "box": box.to_json(), "search": opt["search"], "mixture_interval": opt.get("mixture_interval"),
+           "health": _mixing_verdict(model, opt, pick).to_json(), "sweeps": [str(Path(s).resolve()) for s in sweeps]}
+    return _rounded_shares(pick["mixture"]), law
+
+
+def _mixing_verdict(model, opt: dict[str, Any], pick: dict[str, Any]) -> Verdict:
+    """The law's own health and, for the mixture trained on: the optimum pinned by the bootstrap
+    draws when it is chosen; when the reference is kept instead, ``weak``, saying why."""
+    parts = [Verdict(**model.diagnostics["health"])] if model.diagnostics.get("health") else []
+    if pick["chosen"] == "optimum":
+        parts.append(mixture_optimum_health(opt))
+    else:
+        v = Verdict()
+        v.flag("weak", pick["why"], "run more mixtures, or several seeds of each, at larger proxy sizes")
+        v.checks["mixture_share_width"] = mixture_optimum_health(opt).checks.get("mixture_share_width")
+        parts.append(v)
+    return combine(parts)
 
 
 def hparams_from_law(path: str, C: float, seq_len: int, N: float | None = None, D: float | None = None

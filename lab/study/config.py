@@ -42,12 +42,18 @@ class HparamStage:
 
 @dataclass(frozen=True)
 class MixtureStage:
-    """Stage b: ``n_mixtures`` Dirichlet mixtures at every size, D = tokens_per_param * N."""
+    """Stage b: ``n_mixtures`` mixtures at every size, D = tokens_per_param * N.
+
+    The default design is axial (:func:`lab.designs.axial_mixtures`): the centroid and each domain
+    raised and lowered, the same for every study seed. Random Dirichlet draws (``design="dirichlet"``)
+    moved the chosen mixture from seed to seed more than the law could tell mixtures apart.
+    """
 
     sizes: tuple[float, ...] = (4e3, 1.3e4, 2.7e4)
-    n_mixtures: int = 8
+    design: str = "axial"
+    n_mixtures: int | None = None  # None: 1 + 2M for M domains (the axial design's count)
     tokens_per_param: float = 40.0
-    alpha: float = 1.0
+    alpha: float = 1.0  # Dirichlet concentration of draws beyond the axial points
     max_epochs: float = 4.0  # no domain repeated more often than this in the target run
     min_share: str | None = None  # 'domain=0.05,...' bounds on the chosen mixture
     max_share: str | None = None
@@ -78,7 +84,7 @@ class StudyConfig:
     loss: LossStage = field(default_factory=LossStage)
     target_factor: float = 10.0  # the target C is this many times the loss stage's largest budget
     full_seeds: int = 2
-    seed: int = 0  # shifts every stage's seeds (and the mixtures drawn): a whole new study
+    seed: int = 0  # shifts every stage's training seeds (and any random mixture draws): a whole new study
     corpus: str = "builtin"
     seq_len: int = 256
     tokens_per_param: float = 120.0  # the prior D/N of the designs (measured for byte-level proxies)

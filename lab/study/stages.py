@@ -210,6 +210,14 @@ def prior_target(cfg: StudyConfig) -> tuple[float, float]:
     return float(counts(shape)["params"]), float(tokens_for_flops(cfg.target_flops, shape))
 
 
+def corpus_domains(corpus: str) -> list[str]:
+    """The training domains of ``corpus`` (built if missing), as the sweeps order them."""
+    from lab.data.build import ensure_corpus
+    from lab.io import read_json
+
+    return sorted(read_json(Path(ensure_corpus(corpus)) / "manifest.json")["domains"])
+
+
 def stage_mixture(s: Study) -> dict[str, Any]:
     from lab.recipe.build import mixture_from
     from lab.recipe.format import RecipeError
@@ -218,10 +226,11 @@ def stage_mixture(s: Study) -> dict[str, Any]:
     law = s.need("hparams", "law", "hparams_law")
     sweeps = list(s.inputs.get("mixing_sweeps") or [])
     if not sweeps:
-        fixed = s.fixed(design__sizes=_list(m.sizes), design__n_mixtures=m.n_mixtures, design__alpha=m.alpha,
-                        design__seed=cfg.seed, design__tokens_per_param=m.tokens_per_param, design__hparams=law,
-                        train__seed=cfg.seed, data__val_weights="uniform")
-        axes = [f"design.size=range({len(m.sizes)})", f"design.mixture=range({m.n_mixtures})"]
+        n = m.n_mixtures or 1 + 2 * len(corpus_domains(cfg.corpus))
+        fixed = s.fixed(design__sizes=_list(m.sizes), design__n_mixtures=n, design__mixtures=m.design,
+                        design__alpha=m.alpha, design__seed=cfg.seed, design__tokens_per_param=m.tokens_per_param,
+                        design__hparams=law, train__seed=cfg.seed, data__val_weights="uniform")
+        axes = [f"design.size=range({len(m.sizes)})", f"design.mixture=range({n})"]
         s.sweep("mixture", "b_mixture", axes, fixed, "stage b: mixtures", "mixture")
         sweeps = [str(s.out / "b_mixture")]
     N, D = prior_target(cfg)
@@ -233,7 +242,7 @@ def stage_mixture(s: Study) -> dict[str, Any]:
         raise StageInputError(f"stage b (mixture) on {', '.join(sweeps)}: {e}") from None
     shares = ", ".join(f"{d}={x:.3f}" for d, x in mixture.items())
     health = mix_law.get("health") or {}
-    s.say(f"stage b: mixture for N={N:.3g}, D={D:.3g}: {shares} ({mix_law['how']}); held-out MAE "
+    s.say(f"stage b: mixture for N={N:.3g}, D={D:.3g}: {shares} ({mix_law['how']}; {mix_law['choice']}); held-out MAE "
           f"{mix_law['held_out_mae']:.4f}; health {health.get('verdict')}"
           + (f" ({'; '.join(health.get('reasons', []))}; fix: {'; '.join(health.get('fixes', []))})"
              if health.get("reasons") else ""))

@@ -129,6 +129,21 @@ def candidates(box: Box, n: int, seed: int = 0, extra: Sequence[np.ndarray] = ()
     return project(np.vstack(parts), box)
 
 
+def hull_candidates(hull: np.ndarray, box: Box, n: int, seed: int = 0) -> np.ndarray:
+    """Feasible mixtures inside the convex hull of ``hull``'s rows (the fitted runs' mixtures):
+    Dirichlet weights over the rows at several concentrations, the rows themselves, and only those
+    inside ``box``. The law interpolates there; a box corner no run came near is extrapolation."""
+    H = np.unique(np.round(np.atleast_2d(np.asarray(hull, float)), 6), axis=0)
+    rng = np.random.default_rng(seed)
+    parts = [rng.dirichlet(np.full(len(H), a), size=n // 3) @ H for a in (0.1, 0.3, 1.0)]
+    C = np.vstack([H, H.mean(axis=0, keepdims=True), *parts])
+    C = C[[box.contains(r, 1e-6) for r in C]]
+    if not len(C):
+        raise FitError("no mixture inside the fitted runs' hull meets the share bounds and epoch caps; relax them, "
+                       "or run mixtures that meet them")
+    return C / C.sum(axis=1, keepdims=True)
+
+
 def _target(model: MixModel, R: np.ndarray, w: np.ndarray) -> np.ndarray:
     return model.predict(R) @ w
 
@@ -154,8 +169,27 @@ def _refine(model: MixModel, r0: np.ndarray, w: np.ndarray, box: Box) -> np.ndar
     return r if fun(r) <= fun(r0) else r0
 
 
+def _refine_in_hull(model: MixModel, r0: np.ndarray, w: np.ndarray, box: Box, H: np.ndarray) -> np.ndarray:
+    """SLSQP over the hull weights ``lam`` (r = lam @ H, lam on the simplex, r inside ``box``), from
+    the weights closest to ``r0``; ``r0`` kept unless the refined point scores better."""
+    from scipy.optimize import minimize, nnls
+
+    lam0, _ = nnls(np.vstack([H.T, np.ones(len(H))]), np.append(r0, 1.0))
+    lam0 = lam0 / lam0.sum() if lam0.sum() > 0 else np.full(len(H), 1.0 / len(H))
+    fun = lambda lam: float(_target(model, (lam @ H)[None, :], w)[0])  # noqa: E731
+    cons = [{"type": "eq", "fun": lambda lam: lam.sum() - 1.0},
+            {"type": "ineq", "fun": lambda lam: lam @ H - box.lo}, {"type": "ineq", "fun": lambda lam: box.hi - lam @ H}]
+    res = minimize(fun, lam0, method="SLSQP", bounds=[(0.0, 1.0)] * len(H), constraints=cons,
+                   options={"maxiter": 200, "ftol": 1e-12})
+    lam = np.clip(res.x, 0.0, None)
+    r = lam @ H / lam.sum()
+    score0 = float(_target(model, r0[None, :], w)[0])
+    return r if box.contains(r, 1e-6) and fun(lam / lam.sum()) <= score0 else r0
+
+
 def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float] | None = None,
-             n_samples: int = 30000, top_k: int = 64, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+             n_samples: int = 30000, top_k: int = 64, level: float = 0.95, seed: int = 0,
+             hull: np.ndarray | None = None) -> dict[str, Any]:
     """Find the mixture minimising the overall target ``sum_i w_i L_i(r)`` over a box of the simplex.
 
     Data-mixing optimisation as in Ye et al. (2024, arXiv:2403.16952) for the mixing law and RegMix
@@ -191,6 +225,10 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
         was fitted with, else no loss interval is given.
     seed : int, default 0
         Seed of the candidate sampling.
+    hull : ndarray, shape (K, M), optional
+        The fitted runs' mixtures: the search then stays inside their convex hull (and ``box``),
+        where the law interpolates (:func:`hull_candidates`); the law's refinement runs over the
+        hull weights. ``search`` in the result says which.
 
     Returns
     -------
@@ -222,11 +260,14 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
     uniform = np.full(M, 1.0 / M)
     nat = np.array([natural[d] for d in box.domains]) if natural else None
     extra = [uniform] + ([nat] if nat is not None else [])
-    C = candidates(box, n_samples, seed, extra)
+    H = None if hull is None else np.unique(np.round(np.atleast_2d(np.asarray(hull, float)), 6), axis=0)
+    C = candidates(box, n_samples, seed, extra) if H is None else hull_candidates(H, box, n_samples, seed)
     score = _target(model, C, w)
     order = np.argsort(score)
     if model.method == "law":
-        best = min((_refine(model, C[i], w, box) for i in order[:5]), key=lambda r: _target(model, r[None], w)[0])
+        refine = (lambda r: _refine(model, r, w, box)) if H is None else (  # noqa: E731
+            lambda r: _refine_in_hull(model, r, w, box, H))
+        best = min((refine(C[i]) for i in order[:5]), key=lambda r: _target(model, r[None], w)[0])
     else:  # trees are piecewise constant: average the top candidates (RegMix), keep the better of that and the best
         avg = project(C[order[:top_k]].mean(axis=0), box)[0]
         best = avg if _target(model, avg[None], w)[0] <= score[order[0]] else C[order[0]]
@@ -240,6 +281,7 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
         "constraint_reasons": box.reasons(),
         "binding": [d for d, r, a, b in zip(box.domains, best, box.lo, box.hi) if r <= a + 1e-4 or r >= b - 1e-4],
         "candidates": int(len(C)),
+        "search": "box" if H is None else f"convex hull of the {len(H)} fitted mixtures, inside the box",
     }
     for name, ref in (("uniform", uniform), ("natural", nat)):
         if ref is None:
@@ -262,8 +304,9 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
             for name in ("uniform", "natural"):
                 if name in out:
                     ref = np.array(list(out[name]["mixture"].values()))
-                    g = model.predict_draws(ref[None])[:, 0, :] @ w - tgt
-                    out[name]["gain_interval"] = list(interval(g, level))
+                    ref_tgt = model.predict_draws(ref[None])[:, 0, :] @ w
+                    out[name]["target_interval"] = list(interval(ref_tgt, level))
+                    out[name]["gain_interval"] = list(interval(ref_tgt - tgt, level))
     else:
         hw = model.interval_halfwidth(level)
         if hw is not None:
@@ -278,6 +321,34 @@ def optimize(model: MixModel, w: np.ndarray, box: Box, natural: dict[str, float]
         out["mixture_spread_top_k"] = {d: [float(near[:, j].min()), float(near[:, j].max())]
                                        for j, d in enumerate(box.domains)}
     return out
+
+
+def choose_mixture(opt: dict[str, Any], reference: str = "uniform") -> dict[str, Any]:
+    """The mixture to train on: ``optimize``'s optimum, unless the law cannot tell it from
+    ``reference`` (a feasible ``uniform`` or ``natural`` entry of ``opt``).
+
+    The optimum is picked on the point fit, so its gain is biased up; when even so the 95% interval
+    of the gain over the reference (paired over the bootstrap draws) reaches 0, the optimum is noise
+    of the fit, moves from one set of runs to the next, and the reference is kept. Without draws (the
+    regression, ``bootstrap=0``) the optimum is kept. Returns ``chosen`` (``"optimum"`` or the
+    reference's name), ``mixture``, ``target``, ``target_interval``, ``gain`` and ``gain_interval``
+    (the optimum over the reference, nats/token) and ``why``.
+    """
+    ref = opt.get(reference) or {}
+    gi = ref.get("gain_interval")
+    keep = ("optimum", opt["mixture"], opt["target"], opt.get("target_interval"))
+    if not gi or not ref.get("feasible"):
+        why = f"no {reference} reference to compare with (no bootstrap draws, or {reference} is infeasible)"
+        name, mix, t, ti = keep
+    else:
+        g, (lo, hi) = ref["gain"], gi
+        clear = lo > 0
+        why = (f"the optimum's predicted gain over {reference}, {g:+.4f} [{lo:+.4f}, {hi:+.4f}] nats (95%), "
+               + ("excludes 0: the optimum is kept" if clear else f"reaches 0: the law cannot tell them apart, "
+                  f"{reference} is kept"))
+        name, mix, t, ti = keep if clear else (reference, ref["mixture"], ref["target"], ref.get("target_interval"))
+    return {"chosen": name, "mixture": mix, "target": t, "target_interval": ti, "reference": reference,
+            "gain": ref.get("gain"), "gain_interval": gi, "why": why}
 
 
 def format_optimum(opt: dict[str, Any]) -> str:
