@@ -319,7 +319,7 @@ def plan_table(specs: Sequence[RunSpec], flops_per_s: float | None = None) -> st
     """The dry-run table: one line per run, the total compute and an estimated wall time."""
     lines = [f"{'run':<22s} {'N':>11s} {'D':>10s} {'C':>10s} {'B':>6s} {'lr':>8s}  mixture"]
     for s in specs:
-        mix = "natural" if s.mixture == "natural" else ", ".join(f"{k}={v:.2f}" for k, v in s.mixture.items() if v > 0)
+        mix = s.mixture if isinstance(s.mixture, str) else ", ".join(f"{k}={v:.2f}" for k, v in s.mixture.items() if v > 0)
         lines.append(f"{s.name:<22s} {s.params:>11,} {s.tokens:>10.3g} {s.flops:>10.3g} {s.batch_tokens:>6d} {s.lr:>8.2g}  {mix}")
     total = sum(s.flops for s in specs)
     tail = f"{len(specs)} runs, total C = {total:.3g} FLOPs"

@@ -19,6 +19,7 @@ with ``run_dir`` = its own Hydra output folder. Launchers (``conf/hydra/launcher
 
 from __future__ import annotations
 
+import functools
 import contextlib
 import itertools
 import math
@@ -64,10 +65,15 @@ def _rule(cfg: SweepConfig) -> ShapeRule:
 
 
 def _domains(cfg: RunConfig) -> list[str]:
+    return _corpus_domains(cfg.data.corpus, cfg.data.root)
+
+
+@functools.lru_cache(maxsize=8)
+def _corpus_domains(corpus: str, root: Any) -> list[str]:
     from lab.data.build import ensure_corpus
     from lab.io import read_json
 
-    return sorted(read_json(Path(ensure_corpus(cfg.data.corpus, root=cfg.data.root)) / "manifest.json")["domains"])
+    return sorted(read_json(Path(ensure_corpus(corpus, root=root)) / "manifest.json")["domains"])
 
 
 class DuplicatePoint(Exception):
@@ -162,6 +168,10 @@ def job_config(cfg: SweepConfig) -> tuple[SweepConfig, RunSpec]:
     else:
         spec = _plain_spec(cfg)
     cfg.validate()
+    if cfg.data.mixture not in ("natural", "uniform"):  # a typo'd domain fails here, not in every job
+        from lab.data.mixture import resolve_mixture
+
+        resolve_mixture(cfg.data.mixture, list(_domains(cfg)))
     check_warmup(cfg.train.warmup, max(1, round(spec.tokens / spec.batch_tokens)), spec.batch_tokens)
     return cfg, spec
 
@@ -309,7 +319,8 @@ def print_plan(config_name: str, overrides: list[str], probe: bool = True, exclu
     workers = default_workers()
     rate = speed_probe(specs, jobs[0][1]) * workers if probe else None
     print(f"[sweep] {config_name}: {len(jobs)} jobs, {workers} local workers")
-    print(plan_table(specs, rate))
+    shown = [s if s.mixture != "natural" else replace(s, mixture=cfg.data.mixture) for _, cfg, s in jobs]
+    print(plan_table(shown, rate))  # a data.mixture override is what the runs train on
     return specs
 
 

@@ -16,7 +16,7 @@ import pytest
 from lab.fit.engine.errors import FitError
 from lab.fit.mixing.law import fit_mixing_law, load_mixing, target_weights
 from lab.fit.mixing.nested import nested_predict
-from lab.fit.mixing.optimize import make_box, optimize, project
+from lab.fit.mixing.optimize import choose_mixture, make_box, optimize, project
 from lab.paths import reference_dir
 
 DOMS = ["a", "b", "c"]
@@ -74,6 +74,41 @@ def test_optimiser_finds_grid_optimum_and_respects_constraints():
     ok = grid[(grid[:, 0] >= 0.3) & (grid[:, 1] <= 0.25) & (grid[:, 2] <= 0.2)]
     assert o2["target"] <= (law_loss(ok) @ w).min() + 2e-4
     assert o2["binding"]
+
+
+def test_hull_search_stays_among_the_fitted_mixtures_and_finds_the_best_there():
+    df = synthetic(noise=0.0)
+    m = fit_mixing_law(load_mixing(df), bootstrap=30)
+    w = target_weights(None, m.val_domains)
+    H = np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6]])   # a triangle inside the simplex
+    opt = optimize(m, w, make_box(DOMS), hull=H)
+    r = np.array(list(opt["mixture"].values()))
+    lam = np.linalg.solve(H.T, r)                                         # r = lam @ H
+    assert lam.min() >= -1e-6 and "convex hull of the 3" in opt["search"]
+    g = np.linspace(0, 1, 201)
+    lams = np.array([(x, y, 1 - x - y) for x in g for y in g if x + y <= 1 + 1e-12])
+    assert opt["target"] == pytest.approx((law_loss(lams @ H) @ w).min(), abs=2e-4)
+    for ab in opt["mixture_interval"].values():                           # the draws' optima stay inside too
+        assert 0.2 - 1e-6 <= ab[0] <= ab[1] <= 0.6 + 1e-6
+    with pytest.raises(FitError, match="hull"):
+        optimize(m, w, make_box(DOMS, min_share="a=0.7"), hull=H)
+
+
+def test_the_uniform_mixture_is_kept_unless_the_optimum_clearly_beats_it():
+    clear = optimize(fit_mixing_law(load_mixing(synthetic(noise=0.002)), bootstrap=60),
+                     target_weights(None, DOMS), make_box(DOMS))
+    pick = choose_mixture(clear)
+    assert pick["chosen"] == "optimum" and pick["mixture"] == clear["mixture"] and pick["gain_interval"][0] > 0
+    assert "excludes 0" in pick["why"]
+    # a flat law (the mixture barely matters) under noise: the optimum is noise, uniform is kept
+    rng = np.random.default_rng(1)
+    df = synthetic(n=12, noise=0.0)
+    for v in DOMS:
+        df[f"loss_{v}"] = 2.0 + 0.002 * df[f"r_{v}"] + 0.05 * rng.standard_normal(len(df))
+    flat = optimize(fit_mixing_law(load_mixing(df), bootstrap=60), target_weights(None, DOMS), make_box(DOMS))
+    pick = choose_mixture(flat)
+    assert pick["chosen"] == "uniform" and pick["mixture"] == flat["uniform"]["mixture"]
+    assert pick["gain_interval"][0] <= 0 and "cannot tell" in pick["why"] and pick["target_interval"]
 
 
 def test_projection_lands_in_the_box():
@@ -177,6 +212,9 @@ def test_regression_method_and_cli(tmp_path):
     assert "params" in one and isinstance(one["predictions"], list) and "a" in one["predictions"][0]
     p2 = subprocess.run(cmd[:5] + ["--optimize", "--max-share", "a=0.1,b=0.1,c=0.1"], capture_output=True, text=True)
     assert p2.returncode == 2 and "no feasible mixture" in p2.stderr
+    p3 = subprocess.run(cmd[:5] + ["--optimize", "--hull", "--bootstrap", "30"], capture_output=True, text=True,
+                        timeout=300)
+    assert p3.returncode == 0 and "search: convex hull of the" in p3.stdout and "choice: the optimum's" in p3.stdout
 
 
 # ------------------------------------------------------------------------------------ references

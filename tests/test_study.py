@@ -155,7 +155,7 @@ def test_presets_fit_the_target_arithmetic():
 TINY = StudyConfig(
     name="tiny", corpus="fixture",
     hparams=HparamStage(sizes=(4e3, 1.3e4), budgets=(4e9, 8e9, 1.6e10), lrs=(3e-3, 6e-3, 1.2e-2), widen_rounds=1),
-    mixture=MixtureStage(sizes=(4e3, 1.3e4, 2.7e4), n_mixtures=8, tokens_per_param=10.0),
+    mixture=MixtureStage(sizes=(4e3, 1.3e4, 2.7e4), tokens_per_param=10.0),  # axial: 1 + 2 x 4 domains
     loss=LossStage(budgets=(2e10, 4e10, 8e10, 1.6e11), sizes=(4e3, 1.3e4, 2.7e4, 5.5e4), spread=16.0, seeds=1),
     target_factor=2.0, full_seeds=2, bootstrap=50, tokens_per_param=20.0,
 )
@@ -176,6 +176,9 @@ def test_tiny_study_runs_every_stage_and_resumes(tmp_path, fixture_corpus, capsy
     assert {"lr_coef", "lr_N_exp", "lr_D_exp", "B_coef", "B_D_exp", "resolved_health"} <= set(law)
     recipe = doc["stages"]["recipe"]
     assert all(recipe["fitted"].values()), recipe["fitted"]  # loss, batch, LR and mixture all from the study's laws
+    mix = doc["stages"]["mixture"]
+    assert mix["law"]["chosen"] in ("optimum", "uniform") and "gain over uniform" in mix["law"]["choice"]
+    assert "convex hull of the 9" in mix["law"]["search"]  # the axial design over the fixture's 4 domains
     assert recipe["health"]["verdict"] in ("ok", "weak", "ill-posed")
     bt = doc["stages"]["backtest"]
     assert math.isfinite(bt["rel_error_pct"]) and bt["floor"]["seeds"] == 2 and bt["domains"]

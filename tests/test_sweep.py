@@ -42,6 +42,14 @@ def test_bad_design_values_fail_before_launch():
         plan_jobs("smoke", [f"data.mixture={long}"])
 
 
+def test_a_bad_mixture_fails_before_launch(fixture_corpus):
+    with pytest.raises(ValueError, match=r"data.mixture: unknown domain\(s\) \['a'\]"):
+        plan_jobs("smoke", ["data=fixture", "data.mixture={a: 0.5}"])
+    with pytest.raises(ValueError, match="data.mixture"):
+        plan_jobs("smoke", ["data=fixture", "data.mixture={prose_en: 0.5}"])
+    assert plan_jobs("smoke", ["data=fixture", "data.mixture=uniform"])
+
+
 def _sweep(tmp: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "LAB_SWEEP_PROBE": "0"}
     cmd = [sys.executable, "-m", "lab.sweep", "-cn", "smoke", "-m", f"hydra.sweep.dir={tmp}", *overrides]

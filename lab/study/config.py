@@ -9,8 +9,10 @@ The presets are sized for 2 CPU cores (``DEFAULT`` about 25 minutes, ``QUICK`` a
   cooldown branches at 3 budgets' D, so every run gives 3 cells of the form-ND laws lr_opt(N, D)
   and B_opt(D). At these sizes the best LR falls ~4x from 1 to 2 layers: a law in C alone would
   give every model of an IsoFLOP profile the compute-optimal model's LR and bend the profile.
-* **mixture** (stage b): Dirichlet mixtures of every domain at 3 sizes (2 in ``QUICK``), D/N
-  fixed, each at stage a's batch and LR: the nested mixing law picks the target's mixture.
+* **mixture** (stage b): the axial mixture design (the centroid, each domain raised and lowered;
+  the same for every seed) at 3 sizes, D/N fixed, each at stage a's batch and LR: the nested
+  mixing law picks the target's mixture inside the runs' hull, or keeps the uniform mixture when
+  its optimum does not clearly beat it.
 * **loss** (stage c): IsoFLOP profiles from one WSD run per size (cooldown branches end at the
   smaller budgets its size belongs to), with seeds, on stage b's mixture at stage a's batch and LR.
 * **full** (stage e): the recipe's run, with ``full_seeds`` seeds: the first is back-tested, the

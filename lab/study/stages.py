@@ -3,8 +3,9 @@
 a ``hparams``: batch x LR grid at several sizes (WSD, cooldown branches at several budgets) ->
   form-ND laws lr_opt(N, D), B_opt(D); sizes whose best runs sit on the grid's edge get their grid
   widened, or are flagged.
-b ``mixture``: Dirichlet mixtures at stage a's batch and LR -> the nested mixing law's mixture for
-  the target size, inside share bounds and epoch caps.
+b ``mixture``: axial mixtures at stage a's batch and LR -> the nested mixing law's mixture for
+  the target size, inside the runs' hull, share bounds and epoch caps; uniform when the law's
+  optimum is not clearly better.
 c ``loss``: IsoFLOP profiles from WSD runs with seeds, on that mixture at stage a's batch and LR ->
   Chinchilla approaches 1-3 and their health; the seed spread beside the profiles' depth.
 d ``recipe``: shape, N, D from c; batch and LR from a; mixture from b; the health gate.

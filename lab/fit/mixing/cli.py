@@ -50,6 +50,8 @@ def add_parser(sub) -> None:
     m.add_argument("--unique-tokens", help="'a=1e9,b=2e8': unique training tokens per domain (default: the corpus)")
     m.add_argument("--extrapolate", action="store_true", help="let the optimum leave the share range of the "
                                                                "fitted runs (default: stay inside it)")
+    m.add_argument("--hull", action="store_true", help="search only inside the convex hull of the fitted runs' "
+                                                        "mixtures, where the law interpolates (as lab.recipe does)")
     m.add_argument("--ridge", default="auto", help="law: penalty on the centred t_ij, or auto (held-out choice)")
     m.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits of the law (0: none)")
     m.add_argument("--level", type=float, default=0.95)
@@ -199,7 +201,8 @@ def run_mixing(args: argparse.Namespace) -> dict[str, Any]:
                                               (fit_data.R.min(axis=0), fit_data.R.max(axis=0)))
         if box is not None:
             from lab.fit.mixing.optimize import optimize
-            res["optimum"] = optimize(model, w, box, natural, args.samples, level=args.level, seed=args.seed)
+            res["optimum"] = optimize(model, w, box, natural, args.samples, level=args.level, seed=args.seed,
+                                      hull=fit_data.R if args.hull else None)
         out[meth] = res
     if len(methods) == 2:
         cmp: dict[str, Any] = {"held_out_mae": {m: out[m]["diagnostics"]["held_out"].get("mae", {}).get("mean")

@@ -369,6 +369,7 @@ def format_optimum(opt: dict[str, Any]) -> str:
             lines.append(f"  vs {name:<8s} {g['target']:.4f}: gain {g['gain']:+.4f} nats/token"
                          + (f" [{gi[0]:+.4f}, {gi[1]:+.4f}]" if gi else "")
                          + ("" if g["feasible"] else " (that mixture breaks the constraints)"))
+    lines.append(f"  search: {opt['search']}; choice: {choose_mixture(opt)['why']}")
     return "\n".join(lines)
 
 
