@@ -19,7 +19,6 @@ with ``run_dir`` = its own Hydra output folder. Launchers (``conf/hydra/launcher
 
 from __future__ import annotations
 
-import functools
 import contextlib
 import itertools
 import math
@@ -65,15 +64,18 @@ def _rule(cfg: SweepConfig) -> ShapeRule:
 
 
 def _domains(cfg: RunConfig) -> list[str]:
-    return _corpus_domains(cfg.data.corpus, cfg.data.root)
-
-
-@functools.lru_cache(maxsize=8)
-def _corpus_domains(corpus: str, root: Any) -> list[str]:
+    """The corpus's domains, read once per corpus (a plain dict cache: jobs are pickled by value
+    from ``__main__``, which an ``lru_cache`` wrapper does not survive)."""
     from lab.data.build import ensure_corpus
     from lab.io import read_json
 
-    return sorted(read_json(Path(ensure_corpus(corpus, root=root)) / "manifest.json")["domains"])
+    key = (str(cfg.data.corpus), str(cfg.data.root))
+    if key not in _DOMAINS:
+        _DOMAINS[key] = sorted(read_json(Path(ensure_corpus(cfg.data.corpus, root=cfg.data.root)) / "manifest.json")["domains"])
+    return list(_DOMAINS[key])
+
+
+_DOMAINS: dict[tuple[str, str], list[str]] = {}
 
 
 class DuplicatePoint(Exception):

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help="shift every seed of the study (a rerun for stability)")
     ap.add_argument("--corpus", help="data.corpus of every run (default: builtin; a built corpus name or folder)")
     ap.add_argument("--stages", help="which stages, e.g. a,b or loss,recipe (default: all)")
+    ap.add_argument("--full-seeds", type=int, help="seeds of the full-size run (default 2); relaunching a finished "
+                                                   "study with more trains only the new ones and redoes f-g")
     ap.add_argument("--force", action="store_true", help="write the recipe even when the loss law is ill-posed")
     ap.add_argument("--hparams-sweeps", nargs="+", help="fit these batch x LR sweeps in stage a instead of running one")
     ap.add_argument("--mixing-sweeps", nargs="+", help="fit these mixture sweeps in stage b")
@@ -62,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = (QUICK if args.quick else DEFAULT).with_seed(args.seed)
     if args.corpus:
         cfg = replace(cfg, corpus=args.corpus)
+    if args.full_seeds is not None:
+        if args.full_seeds < 1:
+            print(f"error: --full-seeds must be >= 1, got {args.full_seeds}", file=sys.stderr)
+            return 2
+        cfg = replace(cfg, full_seeds=args.full_seeds)
     out = Path(args.out or ("runs/study-quick" if args.quick else "runs/study")).resolve()
     keys = ("hparams_sweeps", "mixing_sweeps", "loss_sweeps", "hparams_law", "mixture")
     try:

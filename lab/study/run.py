@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from lab.study.stages import (
     Study,
+    full_seeds,
     stage_backtest,
     stage_full,
     stage_hparams,
@@ -88,15 +89,25 @@ FUNCS: dict[str, Callable[[Study], dict[str, Any]]] = {
 }
 
 
+def _more_seeds(s: Study, name: str) -> bool:
+    """Stage e is done, but with fewer seeds than the study now asks for (``--full-seeds``)."""
+    runs = s.state.stage(name).get("runs") or {}
+    return name == "full" and set(runs) != {str(sd) for sd in full_seeds(s.cfg)}
+
+
 def run_study(s: Study, stages: list[str]) -> None:
-    """Run ``stages`` in order; done ones are skipped (the summary is always rewritten)."""
+    """Run ``stages`` in order; done ones are skipped (the summary is always rewritten), unless an
+    earlier stage ran in this launch or stage e has fewer seeds than asked: then they run again
+    (their finished runs are reused)."""
+    ran = False
     for name in stages:
         tag = f"stage {LETTERS[name]}/g {name}"
-        if s.state.done(name) and name != "summary":
+        if s.state.done(name) and name != "summary" and not ran and not _more_seeds(s, name):
             s.say(f"{tag}: done (recorded in {s.state.path}); skipped")
             continue
+        ran = True
         s.say(f"{tag}: starting")
-        prior = s.state.stage(name).get("wall_s", 0.0) if not s.state.done(name) else 0.0
+        prior = s.state.stage(name).get("wall_s") or 0.0  # a stage's cost adds up over its launches
         t0 = time.time()
         s.state.record(name, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         try:

@@ -27,18 +27,20 @@ class StudyState:
 
     @classmethod
     def open(cls, out: Path, config: dict[str, Any]) -> "StudyState":
-        """The record in ``out`` (created when new). A different config is refused: one folder, one study."""
+        """The record in ``out`` (created when new). A different config is refused: one folder, one
+        study. Only ``full_seeds`` may change (more seeds of the full-size run; stage e adds them)."""
         import json
 
         path = out / "study.json"
         config = json.loads(json.dumps(config))  # tuples -> lists: compare as stored
         if path.exists():
             doc = read_json(path)
-            if doc.get("config") != config:
-                changed = sorted(k for k in set(config) | set(doc.get("config", {}))
-                                 if config.get(k) != doc.get("config", {}).get(k))
+            old = doc.get("config", {})
+            changed = sorted(k for k in set(config) | set(old) if config.get(k) != old.get(k) and k != "full_seeds")
+            if changed:
                 raise ValueError(f"{path}: this folder holds a study with other settings (differing: "
                                  f"{', '.join(changed)}); give another --out, or delete the folder")
+            doc["config"] = config
             return cls(path, doc)
         return cls(path, {"config": config, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}})
 
