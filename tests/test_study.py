@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -104,6 +105,33 @@ def test_state_refuses_a_folder_holding_another_study(tmp_path):
     assert again.done("hparams") and not again.done("mixture")
     with pytest.raises(ValueError, match="other settings.*seed"):
         StudyState.open(tmp_path, QUICK.with_seed(1).to_json())
+    more = StudyState.open(tmp_path, replace(QUICK, full_seeds=4).to_json())  # more seeds of the full run: allowed
+    assert more.doc["config"]["full_seeds"] == 4 and more.done("hparams")
+
+
+def test_more_full_seeds_rerun_stage_e_and_what_follows(tmp_path, capsys):
+    from lab.study import run as run_mod
+    from lab.study.stages import Study
+
+    calls = []
+    fake = {n: (lambda s, n=n: calls.append(n) or ({"runs": {"0": "x"}} if n == "full" else {})) for n in run_mod.FUNCS}
+    cfg = replace(QUICK, full_seeds=1)
+    st = StudyState.open(tmp_path, cfg.to_json())
+    for n in ("hparams", "mixture", "loss", "recipe", "backtest"):
+        st.record(n, status="done", wall_s=1.0)
+    st.record("full", status="done", wall_s=60.0, runs={"0": "x"})
+    old = dict(run_mod.FUNCS)
+    try:
+        run_mod.FUNCS.update(fake)
+        run_mod.run_study(Study(cfg, tmp_path, st, {}), parse_stages(None))
+        assert calls == ["summary"]                        # everything done: only the summary is rewritten
+        more = replace(QUICK, full_seeds=2)
+        run_mod.run_study(Study(more, tmp_path, StudyState.open(tmp_path, more.to_json()), {}), parse_stages(None))
+        assert calls == ["summary", "full", "backtest", "summary"]
+        assert StudyState.open(tmp_path, more.to_json()).stage("full")["wall_s"] >= 60.0  # the cost adds up
+    finally:
+        run_mod.FUNCS.update(old)
+    assert main(["--out", str(tmp_path / "s"), "--full-seeds", "0"]) == 2
 
 
 def test_inputs_are_checked_before_compute(tmp_path):
