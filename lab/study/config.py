@@ -3,7 +3,7 @@
 Symbols as in :mod:`lab.counting`: N non-embedding parameters, D tokens, C training FLOPs in the
 lab's convention (``flops_per_token(shape) * D``), B = batch in tokens.
 
-The presets are sized for 2 CPU cores (``DEFAULT`` about 25 minutes, ``QUICK`` about 6):
+The presets are sized for 2 CPU cores (``DEFAULT`` about 21 minutes, ``QUICK`` about 8):
 
 * **hparams** (stage a): a batch x LR grid at 4 sizes (2 in ``QUICK``), one WSD run each with
   cooldown branches at 3 budgets' D, so every run gives 3 cells of the form-ND laws lr_opt(N, D)
@@ -116,6 +116,7 @@ DEFAULT = StudyConfig()
 QUICK = StudyConfig(
     name="quick",
     hparams=HparamStage(sizes=(1.3e4, 5.5e4), budgets=(6.25e10, 1.25e11, 2.5e11)),
+    mixture=MixtureStage(tokens_per_param=20.0),  # the axial design at half the tokens: ~2 min, not ~3.7
     loss=LossStage(budgets=(2.5e11, 5e11, 1e12), sizes=(4e3, 1.3e4, 2.7e4, 5.5e4, 1.07e5), seeds=1),
     target_factor=3.0, full_seeds=1, bootstrap=200,
 )
