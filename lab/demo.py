@@ -61,7 +61,7 @@ def run_sweep(out: Path, grid: dict, extra: list[str]) -> Path:
 
 def fit_all(sweep_dir: Path, out: Path) -> dict:
     from lab.fit import FitError, approach1, approach2, approach3, load_points
-    from lab.fit.plots import save_plots
+    from lab.plots.loss import save_plots
     from lab.results import load_curves
 
     pts = load_points(sweep_dir)
@@ -92,7 +92,7 @@ def fit_all(sweep_dir: Path, out: Path) -> dict:
 def backtest_plot(res3, recipe: dict, result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from lab.fit.plots import plot_frontier
+    from lab.plots.loss import plot_frontier
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     plot_frontier(res3, ax)

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from lab.fit.mixing.law import MixData, fit_mixing_law, target_weights  # noqa: E402
 from lab.fit.mixing.optimize import make_box, optimize  # noqa: E402
-from lab.fit.mixing.plots import default_pairs, plot_optimum, plot_pred_vs_actual, plot_slices, save_mixing_plots  # noqa: E402
+from lab.plots.mixing import default_pairs, plot_optimum, plot_pred_vs_actual, plot_slices, save_mixing_plots  # noqa: E402
 from lab.fit.mixing.regression import fit_regression  # noqa: E402
 
 DOMAINS = ["web", "code", "books"]

@@ -9,7 +9,7 @@ Grouped by job:
 * :mod:`lab.fit.hparams`: batch-size and learning-rate laws (:func:`fit_hparams`);
 * :mod:`lab.fit.mixing`: data-mixing laws (:func:`fit_mixing_law`, :func:`fit_regression`,
   :func:`nested_predict`, :func:`optimize_mixture`);
-* :mod:`lab.fit.plots` and :mod:`lab.fit.mixing.plots`: the figures.
+* the figures live a layer up, in :mod:`lab.plots`.
 
 Inputs are any pandas table with the columns a law needs, a CSV/Parquet file or a sweep folder. The
 CLI is ``python -m lab.fit {kaplan,chinchilla,hparams,mixing} INPUT``.

@@ -175,7 +175,7 @@ def main_mixing(args) -> int:
         print(f"lab.fit: error: {e}", file=sys.stderr)
         return 2
     if args.plot:
-        from lab.fit.mixing.plots import save_mixing_plots
+        from lab.plots.mixing import save_mixing_plots
         opts = {m: out[m]["optimum"] for m in out["_models"] if "optimum" in out[m]}
         held = None
         if out["_pdata"] is not None and np.isfinite(out["_pdata"].L).any():
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wall = time.perf_counter() - t0
     if args.plot:
-        from lab.fit.plots import save_plots
+        from lab.plots.loss import save_plots
         written = save_plots(results, args.plot)
         if not args.json:
             for w in written:

@@ -75,6 +75,11 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def _repr_html_(self) -> str:
+        from lab.fit.engine.html import verdict_html
+
+        return verdict_html(self)
+
     def report(self) -> str:
         lines = [f"health: {self.verdict}"] + [f"  - {r}" for r in self.reasons]
         lines += [f"  fix: {f}" for f in self.fixes]

@@ -30,6 +30,7 @@ from lab.counting import shape_for_params, steps_for_tokens, tokens_for_flops
 from lab.fit import FitError, approach1, approach2, approach3, fit_hparams, fit_mixing_law, load_points, nested_predict
 from lab.fit.engine.allocation import FlopModel, optimal_allocation
 from lab.fit.engine.bootstrap import interval
+from lab.fit.engine.evaluate import loss_nd
 from lab.fit.engine.result import to_jsonable
 from lab.fit.health import LEVELS, HealthCriteria, Verdict, agreement, combine, mixture_optimum_health
 from lab.fit.hparams import batch_for, load_hparams, predict_hparams
@@ -497,11 +498,11 @@ def _rounded_shares(mix: dict[str, float]) -> dict[str, float]:
 def _loss_at(res, N: float, D: float) -> tuple[float, list[float]]:
     """Approach-3 loss at (N, D) and its bootstrap interval."""
     p, s = res.params, res.samples
-    point = p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
-    if "E" in s:
-        with np.errstate(all="ignore"):
-            draws = s["E"] + s["A"] / N ** s["alpha"] + s["B"] / D ** s["beta"]
-        return float(point), list(interval(draws, res.level))
+    with np.errstate(all="ignore"):  # a degenerate fit (a huge exponent) gives inf, not an OverflowError
+        point = loss_nd(res.law, p, np.float64(N), np.float64(D))
+        if "E" in s:
+            draws = loss_nd(res.law, s, np.float64(N), np.float64(D))
+            return float(point), list(interval(draws, res.level))
     return float(point), [math.nan, math.nan]
 
 
@@ -604,6 +605,9 @@ def _domain_predictions(sw: _Sweeps, approach: str, N: float, D: float, flops_ru
                 Ld, ivd = _loss_at(approach3(pts, bootstrap=min(bootstrap, 200), seed=seed, holdout=False), N, D)
             else:
                 Ld, ivd = _envelope_prediction(approach2(pts, bootstrap=min(bootstrap, 200), seed=seed, holdout=False), flops_run)
+            if not math.isfinite(Ld):
+                notes.append(f"no per-domain prediction for {col}: its law is degenerate (loss {Ld} at N={N:.3g})")
+                continue
             domains[col[len("loss_val_"):]] = {"loss_val": Ld, "loss_val_interval": ivd}
         except FitError as e:
             notes.append(f"no per-domain law for {col}: {e}")

@@ -43,6 +43,10 @@ class FlopModel:
         N = np.asarray(N, float)
         return self.coef[0] * N + self.coef[1] * N ** (2 / 3) + self.coef[2] * N ** (1 / 3)
 
+    def to_json(self) -> dict:
+        """What :func:`lab.fit.engine.evaluate.flops_per_token` needs to rebuild ``f`` from a saved fit."""
+        return {"coef": [float(c) for c in self.coef], "is_6nd": self.is_6nd, "describe": self.describe()}
+
     def describe(self) -> str:
         if self.is_6nd:
             return "C = 6 N D"

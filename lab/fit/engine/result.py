@@ -4,7 +4,9 @@
 ``alpha``...; ``G``, ``a``...; ``N_c``, ``alpha_N``...), beside ``intervals`` / ``se`` for each,
 ``predictions`` at the target compute, ``diagnostics`` (points used and dropped and why,
 residuals, hold-out check) and the ``convention`` that defines N, D and C. ``report`` is the same
-content for people.
+content for people, ``_repr_html_`` a table for Jupyter. :meth:`FitResult.load` reads the JSON back
+(plain JSON: no code runs), and the loaded result evaluates its law (``predict``, ``loss_at``,
+``optimum``) exactly as the fit did; only the bootstrap draws and plot data stay behind.
 """
 
 from __future__ import annotations
@@ -40,14 +42,75 @@ class FitResult:
     convention: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)            # for plots
+    saved: dict[str, Any] = field(default_factory=dict, repr=False)            # intervals/se of a loaded result
 
     @property
     def intervals(self) -> dict[str, list[float]]:
-        return summarize(self.samples, self.level)[0]
+        return summarize(self.samples, self.level)[0] if self.samples else dict(self.saved.get("intervals", {}))
 
     @property
     def se(self) -> dict[str, float]:
-        return summarize(self.samples, self.level)[1]
+        return summarize(self.samples, self.level)[1] if self.samples else dict(self.saved.get("se", {}))
+
+    # -- evaluating the law -------------------------------------------------------------------
+
+    def predict(self, N=None, D=None):
+        """Loss (nats/token) at N non-embedding params and D tokens, for L(N, D) laws and Kaplan's
+        L(N) / L(D); for the hyperparameter laws, ``(B_opt tokens, lr_opt)`` at (N, D) or ``C=``."""
+        if self.law.startswith("hyperparameter"):
+            return self._hparams(N=N, D=D)
+        from lab.fit.engine.evaluate import loss_nd
+
+        return loss_nd(self.law, self.params, N, D)
+
+    def loss_at(self, C):
+        """The compute-optimal loss L*(C) at C training FLOPs (the fit's own C convention)."""
+        from lab.fit.engine.evaluate import frontier
+
+        return frontier(self.law, self.params, C, self.diagnostics.get("flop_model"))
+
+    def optimum(self, C):
+        """(N_opt, D_opt, L*) at C: the compute-optimal allocation the law implies."""
+        from lab.fit.engine.evaluate import allocation
+
+        return allocation(self.law, self.params, C, self.diagnostics.get("flop_model"))
+
+    def _hparams(self, N=None, D=None, C=None):
+        from lab.fit.hparams import predict_hparams
+
+        form = "C" if "B_C_exp" in self.params else "ND"
+        return predict_hparams(self.params, form, C=C, N=N, D=D)
+
+    def health(self):
+        """This fit's :class:`~lab.fit.health.Verdict` under the default criteria."""
+        from lab.fit.health import fit_health, hparams_health
+
+        return (hparams_health if self.law.startswith("hyperparameter") else fit_health)(self)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "FitResult":
+        """A result from :meth:`to_json`'s dict (intervals kept; bootstrap draws are not saved)."""
+        if not isinstance(doc, dict) or "law" not in doc or "formula" not in doc:
+            raise ValueError("not a fit result: a JSON object with 'law' and 'formula' expected")
+        params = {k: float(v) for k, v in doc.items() if k not in _RESERVED and isinstance(v, (int, float))}
+        return cls(doc["law"], doc["formula"], params, level=float(doc.get("level", 0.95)),
+                   predictions=dict(doc.get("predictions") or {}), diagnostics=dict(doc.get("diagnostics") or {}),
+                   convention=dict(doc.get("convention") or {}), notes=list(doc.get("notes") or []),
+                   saved={"intervals": dict(doc.get("intervals") or {}), "se": dict(doc.get("se") or {})})
+
+    @classmethod
+    def load(cls, path) -> "FitResult":
+        """Read a fit's JSON file (as ``python -m lab.fit ... --json`` writes it)."""
+        from pathlib import Path
+
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+    def _repr_html_(self) -> str:
+        from lab.fit.engine.html import result_table
+
+        return result_table(self)
 
     def to_json(self) -> dict[str, Any]:
         iv, se = summarize(self.samples, self.level)
@@ -106,6 +169,9 @@ class FitResult:
         for n in self.notes:
             lines.append(f"  note: {n}")
         return "\n".join(lines)
+
+
+_RESERVED = {"law", "formula", "intervals", "se", "level", "predictions", "diagnostics", "convention", "notes"}
 
 
 def _fmt(v: Any) -> str:

@@ -197,7 +197,7 @@ def approach3(pts: Points, bootstrap: int = 1000, target_flops: float | None = N
         "n_points": n, "dropped": pts.dropped, "objective": core.objective, "converged": core.converged,
         "starts": core.n_starts, "starts_converged": core.n_converged, "huber_delta": delta,
         "bootstrap": K, "bootstrap_failed": int(np.sum(~np.all(np.isfinite(th_b), axis=1))) if K else 0,
-        "residuals": residual_stats(y, pred_log),
+        "residuals": residual_stats(y, pred_log), "flop_model": fm.to_json(),
     }
     if holdout:
         diag["holdout"] = _holdout_parametric(pts, law, theta, delta)

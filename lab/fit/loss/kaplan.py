@@ -223,6 +223,7 @@ def fit_kaplan(pts: Points, form: str = "ND", curves: pd.DataFrame | None = None
                  "loss_interval": list(interval(lb, level)),
                  "note": "compute-optimal allocation of the joint law under " + fm.describe()}
         extra["flop_model"] = fm
+        diag["flop_model"] = fm.to_json()
     params = {k: float(v[0]) for k, v in law.public(core.theta).items()}
     samples = {k: v for k, v in law.public(thetas).items()} if thetas is not None else {}
     diag["bootstrap_failed"] = int(np.sum(~np.all(np.isfinite(thetas), axis=1))) if thetas is not None else 0

@@ -4,5 +4,5 @@
 * :mod:`~lab.fit.mixing.nested`: nested prediction across model sizes;
 * :mod:`~lab.fit.mixing.optimize`: the best mixture on a box of the simplex, with intervals;
 * :mod:`~lab.fit.mixing.regression`: RegMix's regression method;
-* :mod:`~lab.fit.mixing.plots`: the figures; :mod:`~lab.fit.mixing.cli`: ``python -m lab.fit mixing``.
+* :mod:`~lab.fit.mixing.cli`: ``python -m lab.fit mixing``.
 """

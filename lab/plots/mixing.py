@@ -21,14 +21,12 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lab.fit.engine.errors import quiet as _quiet  # noqa: E402
-from lab.fit.mixing.law import MixData, MixModel, target_weights  # noqa: E402
+from lab.fit.engine.errors import quiet as _quiet
+from lab.fit.mixing.law import MixData, MixModel, target_weights
+from lab.plots.base import save_figure
 
 MARKERS = ("o", "s", "^", "v", "P", "X")
 
@@ -359,17 +357,11 @@ def save_mixing_plots(data: MixData, models: dict[str, MixModel], opt_by_model: 
     Slices go through the model's optimum (target weighted as in the optimum) when there is one,
     else through the uniform mixture with equal weights; optimum plots only for models optimised.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     opt_by_model = opt_by_model or {}
 
     def save(fig, stem):
-        for ext in ("png", "svg"):
-            path = out / f"{stem}.{ext}"
-            fig.savefig(path, dpi=130, bbox_inches="tight")
-            written.append(path)
-        plt.close(fig)
+        written.extend(save_figure(fig, out_dir, stem))
 
     if models:
         fig, axes = _grid(len(data.val_domains))

@@ -14,14 +14,15 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lab.fit.engine.errors import quiet as _quiet  # noqa: E402
-from lab.fit.engine.result import FitResult  # noqa: E402
+from lab.fit.engine.errors import quiet as _quiet
+from lab.fit.engine.result import FitResult
+from lab.plots.base import band as _band
+from lab.plots.base import finish_loglog as _finish_loglog
+from lab.plots.base import new_ax as _ax
+from lab.plots.base import note_excluded, save_figure
 
 PF_DAY = 8.64e19
 
@@ -47,22 +48,6 @@ def published_laws() -> list[tuple[str, Any, Any]]:
     ]
 
 
-def _finish_loglog(axes_labels, legend_size: int) -> None:
-    """Log-log axes over C with their y labels and legends."""
-    for ax, what in axes_labels:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("C (training FLOPs)")
-        ax.set_ylabel(what)
-        ax.legend(fontsize=legend_size)
-
-
-def _ax(ax):
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 4.4))
-    return ax
-
-
 def plot_isoflops(result: FitResult, ax=None):
     """Loss vs N per budget, with each budget's parabola and its minimum (approach 2)."""
     ax = _ax(ax)
@@ -83,6 +68,7 @@ def plot_isoflops(result: FitResult, ax=None):
     ax.set_xlabel("N (parameters)")
     ax.set_ylabel("loss")
     ax.set_title(f"IsoFLOP profiles: N_opt ~ C^{result.params['a']:.3f}")
+    note_excluded(ax, result.diagnostics.get("dropped"))
     ax.legend(fontsize=7, ncol=2)
     return ax
 
@@ -149,17 +135,9 @@ def plot_frontier(result: FitResult, ax=None, runs: Any | None = None):
     ax.set_xlabel("C (training FLOPs)")
     ax.set_ylabel("loss")
     ax.set_title(result.law)
+    note_excluded(ax, result.diagnostics.get("dropped"))
     ax.legend(fontsize=7)
     return ax
-
-
-def _band(ax, C: np.ndarray, M: np.ndarray, color: str) -> None:
-    """Shade the 95% band of draws M (K, len(C)) when there are enough finite ones."""
-    M = np.asarray(M, float)
-    if M.ndim != 2 or M.shape[1] != len(C) or np.sum(np.all(np.isfinite(M), axis=1)) < 2:
-        return
-    lo, hi = np.nanquantile(M, [0.025, 0.975], axis=0)
-    ax.fill_between(C, lo, hi, color=color, alpha=0.15, lw=0)
 
 
 def plot_optimal(results: Iterable[FitResult], axes=None, published: bool = True, C_range: tuple[float, float] | None = None):
@@ -210,112 +188,35 @@ def plot_optimal(results: Iterable[FitResult], axes=None, published: bool = True
     return axes
 
 
-# Published batch/LR laws: DeepSeek LLM (2024) in C (FLOPs; their M-based C ~ 6ND here), and Step Law
-# (Li et al. 2025) in N and D, batch in tokens.
-DEEPSEEK = {"B_coef": 0.2920, "B_C_exp": 0.3271, "lr_coef": 0.3118, "lr_C_exp": -0.1250}
-STEPLAW = {"lr_coef": 1.79, "lr_N_exp": -0.713, "lr_D_exp": 0.307, "B_coef": 0.58, "B_D_exp": 0.571}
-
-
-def plot_hparam_heatmaps(result: FitResult, max_cells: int = 6):
-    """Per budget (or cell): loss over (batch, LR), near-optimal runs ringed, the best starred."""
-    h, near = result.extra["data"], result.extra["near"]
-    cells = list(range(len(h.cells)))[:max_cells]
-    fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 3.4), squeeze=False)
-    for ax, g in zip(axes[0], cells):
-        idx = np.flatnonzero(h.cell == g)
-        rel = h.loss[idx] / h.loss[idx].min() - 1
-        sc = ax.scatter(h.B[idx], h.lr[idx], c=np.minimum(rel, 0.05) * 100, cmap="viridis_r", s=60, marker="s")
-        nb = idx[near[idx]]
-        ax.scatter(h.B[nb], h.lr[nb], facecolors="none", edgecolors="r", s=140, lw=1.2, label="near-optimal")
-        j = idx[np.argmin(h.loss[idx])]
-        ax.scatter([h.B[j]], [h.lr[j]], marker="*", color="r", s=120, zorder=4)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        c = h.cells[g]
-        ax.set_title(f"C={c['C']:.2g}" + (" EDGE" if result.diagnostics["cells"][g]["edge"] else ""), fontsize=9)
-        ax.set_xlabel("batch (tokens)")
-        if g == cells[0]:
-            ax.set_ylabel("peak LR")
-    fig.colorbar(sc, ax=axes[0].tolist(), label="loss above cell best (%, capped at 5)")
-    axes[0][0].legend(fontsize=7)
-    return fig
-
-
-def plot_hparam_laws(result: FitResult, axes=None, published: bool = True):
-    """B_opt(C) and lr_opt(C) with bootstrap bands to the target, beside DeepSeek's and Step Law's laws."""
-    from lab.fit.hparams import predict_hparams
-
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    axB, axL = axes
-    h, form, p, s = result.extra["data"], result.extra["form"], result.params, result.samples
-    cs = np.array([c["C"] for c in h.cells])
-    C = np.logspace(math.log10(cs.min()), math.log10(result.predictions["C"]), 40)
-
-    def at(params, Cv):
-        if form == "C":
-            return predict_hparams(params, "C", C=Cv)
-        N = np.sqrt(Cv / 120)
-        return predict_hparams(params, "ND", N=N, D=20 * N)
-
-    b, l = at(p, C)
-    axB.plot(C, b, color="C0", lw=1.8, label="lab fit")
-    axL.plot(C, l, color="C0", lw=1.8, label="lab fit")
-    if s:
-        K = len(next(iter(s.values())))
-        draws = [at({k: v[i] for k, v in s.items()}, C) for i in range(min(K, 300))]
-        B_d, L_d = np.array([d[0] for d in draws]), np.array([d[1] for d in draws])
-        _band(axB, C, B_d, "C0")
-        _band(axL, C, L_d, "C0")
-    for c in result.diagnostics["cells"]:
-        axB.scatter([c["C"]], [c["best_B"]], color="C0", s=20, zorder=3)
-        axL.scatter([c["C"]], [c["best_lr"]], color="C0", s=20, zorder=3)
-    if published:
-        axB.plot(C, DEEPSEEK["B_coef"] * C ** DEEPSEEK["B_C_exp"], "k--", lw=1, label="DeepSeek LLM 2024")
-        axL.plot(C, DEEPSEEK["lr_coef"] * C ** DEEPSEEK["lr_C_exp"], "k--", lw=1, label="DeepSeek LLM 2024")
-        N = np.sqrt(C / 120)
-        sb, sl = predict_hparams(STEPLAW, "ND", N=N, D=20 * N)
-        axB.plot(C, sb, "k:", lw=1, label="Step Law 2025 (D = 20N)")
-        axL.plot(C, sl, "k:", lw=1, label="Step Law 2025 (D = 20N)")
-    _finish_loglog(((axB, "B_opt (tokens)"), (axL, "lr_opt")), 7)
-    return axes
+def _stem(name: str) -> str:
+    return f"frontier_{name}".replace("(", "").replace(")", "").replace(",", "").replace(" ", "")
 
 
 def save_plots(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Every plot that applies to ``results`` (name -> FitResult), as PNG and SVG in ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from lab.plots.hparams import plot_hparam_heatmaps, plot_hparam_laws
+
     written: list[Path] = []
-
-    def save(fig, stem):
-        for ext in ("png", "svg"):
-            path = out / f"{stem}.{ext}"
-            fig.savefig(path, dpi=130, bbox_inches="tight")
-            written.append(path)
-        plt.close(fig)
-
     fits = {k: v for k, v in results.items() if isinstance(v, FitResult)}
     for name, r in list(fits.items()):
         if r.law.startswith("hyperparameter"):
-            save(plot_hparam_heatmaps(r), "hparam_heatmaps")
+            written += save_figure(plot_hparam_heatmaps(r), out_dir, "hparam_heatmaps")
             fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
             plot_hparam_laws(r, axes)
-            save(fig, "hparam_laws")
+            written += save_figure(fig, out_dir, "hparam_laws")
             fits.pop(name)
     for name, r in fits.items():
         if r.law == "chinchilla approach 2":
-            fig, ax = plt.subplots(figsize=(6.4, 4.4))
-            plot_isoflops(r, ax)
-            save(fig, "isoflops")
+            written += save_figure(plot_isoflops(r).figure, out_dir, "isoflops")
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
         try:
-            fig, ax = plt.subplots(figsize=(6.4, 4.4))
             plot_frontier(r, ax)
-            save(fig, f"frontier_{name}".replace("(", "").replace(")", "").replace(",", "").replace(" ", ""))
+            written += save_figure(fig, out_dir, _stem(name))
         except (ValueError, KeyError):
             plt.close(fig)
     opt = [r for r in fits.values() if r.law.startswith("chinchilla")]
     if opt:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         plot_optimal(opt, axes)
-        save(fig, "optimal_allocation")
+        written += save_figure(fig, out_dir, "optimal_allocation")
     return written

@@ -1,0 +1,84 @@
+"""Plots of batch-size and learning-rate fits: per-budget heatmaps over (batch, LR) and the fitted
+B_opt / lr_opt laws beside published ones (DeepSeek LLM 2024 in C; Step Law 2025 in N and D)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from lab.fit.engine.result import FitResult
+from lab.plots.base import band as _band
+from lab.plots.base import finish_loglog as _finish_loglog
+
+
+# Published batch/LR laws: DeepSeek LLM (2024) in C (FLOPs; their M-based C ~ 6ND here), and Step Law
+# (Li et al. 2025) in N and D, batch in tokens.
+DEEPSEEK = {"B_coef": 0.2920, "B_C_exp": 0.3271, "lr_coef": 0.3118, "lr_C_exp": -0.1250}
+STEPLAW = {"lr_coef": 1.79, "lr_N_exp": -0.713, "lr_D_exp": 0.307, "B_coef": 0.58, "B_D_exp": 0.571}
+
+
+def plot_hparam_heatmaps(result: FitResult, max_cells: int = 6):
+    """Per budget (or cell): loss over (batch, LR), near-optimal runs ringed, the best starred."""
+    h, near = result.extra["data"], result.extra["near"]
+    cells = list(range(len(h.cells)))[:max_cells]
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 3.4), squeeze=False)
+    for ax, g in zip(axes[0], cells):
+        idx = np.flatnonzero(h.cell == g)
+        rel = h.loss[idx] / h.loss[idx].min() - 1
+        sc = ax.scatter(h.B[idx], h.lr[idx], c=np.minimum(rel, 0.05) * 100, cmap="viridis_r", s=60, marker="s")
+        nb = idx[near[idx]]
+        ax.scatter(h.B[nb], h.lr[nb], facecolors="none", edgecolors="r", s=140, lw=1.2, label="near-optimal")
+        j = idx[np.argmin(h.loss[idx])]
+        ax.scatter([h.B[j]], [h.lr[j]], marker="*", color="r", s=120, zorder=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        c = h.cells[g]
+        ax.set_title(f"C={c['C']:.2g}" + (" EDGE" if result.diagnostics["cells"][g]["edge"] else ""), fontsize=9)
+        ax.set_xlabel("batch (tokens)")
+        if g == cells[0]:
+            ax.set_ylabel("peak LR")
+    fig.colorbar(sc, ax=axes[0].tolist(), label="loss above cell best (%, capped at 5)")
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def plot_hparam_laws(result: FitResult, axes=None, published: bool = True):
+    """B_opt(C) and lr_opt(C) with bootstrap bands to the target, beside DeepSeek's and Step Law's laws."""
+    from lab.fit.hparams import predict_hparams
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    axB, axL = axes
+    h, form, p, s = result.extra["data"], result.extra["form"], result.params, result.samples
+    cs = np.array([c["C"] for c in h.cells])
+    C = np.logspace(math.log10(cs.min()), math.log10(result.predictions["C"]), 40)
+
+    def at(params, Cv):
+        if form == "C":
+            return predict_hparams(params, "C", C=Cv)
+        N = np.sqrt(Cv / 120)
+        return predict_hparams(params, "ND", N=N, D=20 * N)
+
+    b, l = at(p, C)
+    axB.plot(C, b, color="C0", lw=1.8, label="lab fit")
+    axL.plot(C, l, color="C0", lw=1.8, label="lab fit")
+    if s:
+        K = len(next(iter(s.values())))
+        draws = [at({k: v[i] for k, v in s.items()}, C) for i in range(min(K, 300))]
+        B_d, L_d = np.array([d[0] for d in draws]), np.array([d[1] for d in draws])
+        _band(axB, C, B_d, "C0")
+        _band(axL, C, L_d, "C0")
+    for c in result.diagnostics["cells"]:
+        axB.scatter([c["C"]], [c["best_B"]], color="C0", s=20, zorder=3)
+        axL.scatter([c["C"]], [c["best_lr"]], color="C0", s=20, zorder=3)
+    if published:
+        axB.plot(C, DEEPSEEK["B_coef"] * C ** DEEPSEEK["B_C_exp"], "k--", lw=1, label="DeepSeek LLM 2024")
+        axL.plot(C, DEEPSEEK["lr_coef"] * C ** DEEPSEEK["lr_C_exp"], "k--", lw=1, label="DeepSeek LLM 2024")
+        N = np.sqrt(C / 120)
+        sb, sl = predict_hparams(STEPLAW, "ND", N=N, D=20 * N)
+        axB.plot(C, sb, "k:", lw=1, label="Step Law 2025 (D = 20N)")
+        axL.plot(C, sl, "k:", lw=1, label="Step Law 2025 (D = 20N)")
+    _finish_loglog(((axB, "B_opt (tokens)"), (axL, "lr_opt")), 7)
+    return axes

@@ -1,0 +1,64 @@
+"""Fit results as notebooks use them: evaluate the law, save and load it back, show it as HTML."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import LAW, fake_sweep, law_loss
+from lab.fit import FitResult, approach3, fit_kaplan, load_points
+
+
+@pytest.fixture(scope="module")
+def pts(tmp_path_factory):
+    return load_points(str(fake_sweep(tmp_path_factory.mktemp("api") / "s", noise=0.001)))
+
+
+def test_approach3_evaluates_its_law_and_survives_a_json_round_trip(pts, tmp_path):
+    r = approach3(pts, bootstrap=40)
+    C_t = r.predictions["C"]
+    assert float(r.loss_at(C_t)) == pytest.approx(r.predictions["loss"], rel=1e-4)
+    n, d, l = r.optimum(C_t)
+    assert float(n) == pytest.approx(r.predictions["N_opt"], rel=0.01)
+    assert r.predict(3e4, 1e6) == pytest.approx(law_loss(3e4, 1e6), rel=0.02)  # the known law, recovered
+    path = tmp_path / "a3.json"
+    path.write_text(r.dumps())
+    back = FitResult.load(path)
+    assert back.params == pytest.approx(r.params)
+    assert back.intervals["alpha"] == pytest.approx(r.intervals["alpha"])
+    assert back.loss_at([C_t / 10, C_t]) == pytest.approx(r.loss_at([C_t / 10, C_t]))
+    assert back.predict(np.array([1e4, 3e4]), 1e6) == pytest.approx(r.predict(np.array([1e4, 3e4]), 1e6))
+    assert abs(back.params["alpha"] - LAW["alpha"]) < 0.15
+
+
+@pytest.mark.parametrize("form", ["ND", "C", "N"])
+def test_kaplan_results_evaluate_after_loading(pts, form):
+    r = fit_kaplan(pts, form=form, bootstrap=10)
+    back = FitResult.from_json(json.loads(r.dumps()))
+    if form == "N":
+        x = np.log([2e3, 2e4])
+        assert back.predict(N=np.exp(x)) == pytest.approx(r.extra["law"].predict(r.extra["theta"], {"lnN": x}), rel=1e-9)
+    else:
+        assert float(back.loss_at(r.predictions["C"])) == pytest.approx(r.predictions["loss"], rel=1e-6)
+
+
+def test_html_table_shows_parameters_intervals_and_verdict(pts):
+    r = approach3(pts, bootstrap=20)
+    page = r._repr_html_()
+    assert "<table>" in page and "alpha" in page and "verdict-" in page and "95% interval" in page
+    assert r.health()._repr_html_().startswith('<span class="verdict')
+
+
+def test_a_frontier_law_refuses_an_nd_prediction(pts):
+    from lab.fit import FitError, fit_kaplan
+
+    r = fit_kaplan(pts, form="C", bootstrap=0)
+    with pytest.raises(FitError, match="loss_at"):
+        r.predict(1e4, 1e6)
+
+
+def test_from_json_refuses_what_is_not_a_fit():
+    with pytest.raises(ValueError, match="not a fit result"):
+        FitResult.from_json({"hello": 1})
