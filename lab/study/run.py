@@ -30,7 +30,23 @@ def stage_summary(s: Study) -> dict[str, Any]:
     for line in summary_lines(doc):
         print(line, flush=True)
     s.say(f"summary -> {path}")
-    return {"path": str(path)}
+    return {"path": str(path), "report": write_report(s)}
+
+
+def write_report(s: Study) -> str | None:
+    """The study's HTML report beside its summary (``python -m lab.report`` on the folder); a report
+    that cannot be written is said, and leaves the study's own outcome alone."""
+    from lab.report.build import build_report
+
+    t0 = time.time()
+    try:
+        path = build_report([str(s.out)], s.out / "report.html", bootstrap=min(s.cfg.bootstrap, 200), seed=s.cfg.seed,
+                            say=lambda m: None)
+    except Exception as e:  # noqa: BLE001 - the study's results stand without their report
+        s.say(f"report not written: {type(e).__name__}: {e} (python -m lab.report {s.out} retries)")
+        return None
+    s.say(f"report -> {path} ({time.time() - t0:.0f} s)")
+    return str(path)
 
 
 def _cost(st: dict[str, Any]) -> dict[str, Any]:

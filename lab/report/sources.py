@@ -1,0 +1,133 @@
+"""What a folder given to the report or a notebook holds: a study (``study.json``), a sweep (run
+folders), or nothing usable, and, for each part, either the paths to read or what is missing.
+
+Everything is read as JSON/YAML/Parquet through :mod:`lab.results` and :mod:`lab.io`: no pickle,
+no code from the folder runs. Nothing here fits; :mod:`lab.report.fits` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lab.io import read_json
+
+ROLES = ("hparams", "mixture", "loss")
+ROLE_TITLES = {"hparams": "batch x LR sweep", "mixture": "mixture sweep", "loss": "loss-law ladder"}
+OK = ("completed",)
+
+
+@dataclass
+class Source:
+    """One folder: its kind, its sweeps by role, the recipe and back-tests, and what is missing."""
+
+    path: Path
+    kind: str                                               # "study", "sweep" or "empty"
+    sweeps: dict[str, list[str]] = field(default_factory=dict)
+    study: dict[str, Any] | None = None                     # study.json
+    summary: dict[str, Any] | None = None                   # summary.json
+    recipe: Path | None = None
+    backtests: dict[str, dict[str, Any]] = field(default_factory=dict)  # seed -> backtest.json
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name or str(self.path)
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return ((self.study or {}).get("stages") or {}).get(name) or {}
+
+
+def runs_table(dirs: list[str]) -> pd.DataFrame:
+    """The runs table of sweep folders (empty when none has a run)."""
+    from lab.results import load_runs
+
+    return load_runs(*dirs) if dirs else pd.DataFrame()
+
+
+def open_source(path: str | Path) -> Source:
+    """Classify ``path`` and list its parts; problems are sentences, never exceptions."""
+    p = Path(path)
+    if not p.is_dir():
+        return Source(p, "empty", problems=[f"{p}: not a folder"])
+    if (p / "study.json").is_file():
+        return _open_study(p)
+    from lab.results import find_runs
+
+    if find_runs(p):
+        src = Source(p, "sweep", sweeps={role: [str(p)] for role in sweep_roles(runs_table([str(p)]))})
+        _check_runs(src, [str(p)])
+        return src
+    return Source(p, "empty", problems=[f"{p}: no study.json and no run folders (result.json / config.yaml): "
+                                        "run a sweep (python -m lab.sweep) or a study (python -m lab.study) into it"])
+
+
+def sweep_roles(runs: pd.DataFrame) -> list[str]:
+    """Which analyses a plain sweep supports: a loss ladder always; a batch x LR grid when a size and
+    budget have several (batch, LR) settings; a mixture sweep when it trained several mixtures."""
+    roles = ["loss"]
+    ok = runs[runs["status"].isin(OK)] if "status" in runs else runs
+    if {"params", "flops", "lr", "batch_tokens"} <= set(ok.columns) and len(ok):
+        per_cell = ok.groupby(["params", "flops"])[["lr", "batch_tokens"]].nunique()
+        if (per_cell.max(axis=1) > 1).any():
+            roles.insert(0, "hparams")
+    mix_cols = [c for c in ok.columns if c.startswith("mixture.")]
+    if mix_cols and len(ok.drop_duplicates(mix_cols)) > 2:
+        roles.insert(0, "mixture")
+    return roles
+
+
+def _open_study(p: Path) -> Source:
+    src = Source(p, "study", study=read_json(p / "study.json"))
+    if (p / "summary.json").is_file():
+        src.summary = read_json(p / "summary.json")
+    for role in ROLES:
+        st = src.stage(role)
+        dirs = [d for d in st.get("sweeps") or [] if Path(d).is_dir()]
+        if dirs:
+            src.sweeps[role] = dirs
+        else:
+            src.problems.append(f"stage {role}: {_stage_state(st)}: no sweep to show")
+    rec = src.stage("recipe").get("recipe")
+    if rec and Path(rec).is_file():
+        src.recipe = Path(rec)
+    else:
+        src.problems.append(f"stage recipe: {_stage_state(src.stage('recipe'))}: no recipe")
+    for seed, run in (src.stage("full").get("runs") or {}).items():
+        bt = Path(run) / "backtest.json"
+        if bt.is_file():
+            src.backtests[str(seed)] = read_json(bt)
+    if not src.backtests:
+        src.problems.append(f"stage full/backtest: {_stage_state(src.stage('backtest'))}: no back-test")
+    _check_runs(src, sorted({d for ds in src.sweeps.values() for d in ds}))
+    return src
+
+
+def _stage_state(st: dict[str, Any]) -> str:
+    status = st.get("status") or "not run"
+    return f"{status} ({st['error']})" if st.get("error") else status
+
+
+def _check_runs(src: Source, dirs: list[str]) -> None:
+    """Say how many runs failed or are unfinished (they are left out of every fit)."""
+    for d in dirs:
+        runs = runs_table([d])
+        if not len(runs):
+            src.problems.append(f"{d}: no runs")
+            continue
+        bad = runs[~runs["status"].isin(OK)]
+        if len(bad):
+            counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
+            src.problems.append(f"{d}: {len(bad)} of {len(runs)} runs not completed ({counts}); "
+                                "fits use the completed ones")
+
+
+def provenance(dirs: list[str]) -> pd.DataFrame:
+    """Per run: sweep, run, status, N, D, C, loss and the error of a failed run (the report's table)."""
+    runs = runs_table(dirs)
+    cols = [c for c in ("sweep", "run", "status", "params", "tokens", "flops", "lr", "batch_tokens", "loss_val",
+                        "error") if c in runs.columns]
+    return runs[cols] if len(runs) else runs
