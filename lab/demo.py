@@ -165,10 +165,15 @@ def main(argv: list[str] | None = None) -> None:
         backtest_plot(results["approach3"], recipe, result, out / "plots" / "backtest.png")
         print(f"  plot -> {out / 'plots' / 'backtest.png'}")
 
+    from lab.report.build import build_report
+
+    page = build_report([str(out)], out / "report.html", say=lambda m: None)
+    print(f"  report -> {page}")
+
     print(f"\n[demo] done in {(time.time() - t0) / 60:.1f} min. Outputs:")
     for what, p in (("sweep runs", sweep_dir), ("runs table", sweep_dir / "runs.parquet"), ("fits", out / "fits"),
                     ("plots", out / "plots"), ("recipe", rpath), ("full run", out / "full" / "result.json"),
-                    ("back-test", out / "full" / "backtest.json")):
+                    ("back-test", out / "full" / "backtest.json"), ("report", page)):
         print(f"  {what:<11s} {p}")
 
 

@@ -9,12 +9,14 @@ Grouped by job:
 * :mod:`lab.fit.hparams`: batch-size and learning-rate laws (:func:`fit_hparams`);
 * :mod:`lab.fit.mixing`: data-mixing laws (:func:`fit_mixing_law`, :func:`fit_regression`,
   :func:`nested_predict`, :func:`optimize_mixture`);
+* :mod:`lab.fit.compare`: two ladders' effective compute multiplier (:func:`compare_ladders`);
 * the figures live a layer up, in :mod:`lab.plots`.
 
 Inputs are any pandas table with the columns a law needs, a CSV/Parquet file or a sweep folder. The
 CLI is ``python -m lab.fit {kaplan,chinchilla,hparams,mixing} INPUT``.
 """
 
+from lab.fit.compare import LadderComparison, compare_ladders
 from lab.fit.engine.errors import FitError
 from lab.fit.engine.points import Points, load_points
 from lab.fit.engine.result import FitResult
@@ -33,5 +35,5 @@ __all__ = [
     "approach1", "approach2", "approach3", "fit_kaplan", "fit_data_constrained",
     "HparamData", "fit_hparams", "load_hparams", "predict_hparams",
     "MixData", "MixModel", "fit_mixing_law", "load_mixing", "nested_predict", "make_box", "optimize_mixture",
-    "fit_regression",
+    "fit_regression", "LadderComparison", "compare_ladders",
 ]

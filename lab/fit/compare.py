@@ -310,8 +310,8 @@ def fit_frontier(lnC: Any, L: Any, floor: bool = True) -> dict[str, np.ndarray]:
     ``lnC`` (G,): ln of each budget's C (FLOPs); ``L`` (K, G) or (G,): the minima, one row per set
     (a bootstrap draw), NaN where a budget has none. ``floor=False``: E = 0, the pure power law (the
     line in log-log approach 2 fits). ``floor=True``: E is profiled over [0, E_TOP min L] on a
-    grid, refined around the best point ``E_ZOOMS`` times; for each E the rest is a weighted line
-    (:func:`_floor_sse`). Rows with too few minima (3 for the power law, ``MIN_FLOOR_MINIMA`` with a
+    grid, refined around the best point ``E_ZOOMS`` times; for each E, c and alpha_C by least squares
+    in ln L (:func:`_floor_sse`). Rows with too few minima (3 for the power law, ``MIN_FLOOR_MINIMA`` with a
     floor) are NaN. Returns arrays (one per row) ``E``, ``alpha_C``, ``C_c`` (FLOPs) and ``pinned``
     (the best E is at the top of its range: the minima do not place E).
     """
@@ -339,7 +339,7 @@ def _choose_form(lnC: np.ndarray, L: np.ndarray) -> tuple[str, str]:
     n = int(np.isfinite(L).sum())
     if n < MIN_FLOOR_MINIMA:
         return "power", (f"only {n} profile minima: a floor E needs at least {MIN_FLOOR_MINIMA} (it adds a "
-                         "third parameter), so the pure power law, which bends with no floor")
+                         "third parameter), so the pure power law (no floor to bend toward)")
     f = fit_frontier(lnC, L, floor=True)
     if f["pinned"][0]:
         return "power", (f"the floor fit to its {n} minima runs E up to the lowest of them: they do not place "
@@ -377,10 +377,9 @@ class _Ladder:
 
 def _take(pts: Points, idx: np.ndarray) -> Points:
     """Rows ``idx`` of ``pts`` (repeats allowed: a bootstrap resample)."""
-    pick = lambda a: None if a is None else a[idx]  # noqa: E731
+    budget, run = (None if a is None else a[idx] for a in (pts.budget, pts.run))
     return dataclasses.replace(pts, N=pts.N[idx], D=pts.D[idx], C=pts.C[idx], loss=pts.loss[idx],
-                               ids=[pts.ids[i] for i in idx], budget=pick(pts.budget), run=pick(pts.run),
-                               dropped=[], notes=[])
+                               ids=[pts.ids[i] for i in idx], budget=budget, run=run, dropped=[], notes=[])
 
 
 def _minima_draws(res: FitResult, lnC: np.ndarray, L: np.ndarray, K: int, rng: np.random.Generator) -> np.ndarray:
@@ -390,7 +389,8 @@ def _minima_draws(res: FitResult, lnC: np.ndarray, L: np.ndarray, K: int, rng: n
     minimum in a draw, or a draw approach 2 refuses, is NaN. Each draw's departure from the fitted
     minimum ``L`` is scaled by sqrt(n / (n - 3)) for a budget of n > 3 runs: resampling n runs
     through a 3-parameter parabola sees the residual variance times (n - 3) / n (the usual
-    degrees-of-freedom correction; without it 95% intervals covered k in 85-90% of seeds at 7 runs).
+    degrees-of-freedom correction). On tests/test_compare.py's law with E = 1.2, 0.2% noise and 7 runs
+    a budget, the per-budget 95% intervals covered k in 85-100% of 20 seeds without it, 90-100% of 30 with it.
     """
     pts, groups = res.extra["points"], res.extra["groups"]
     out = np.full((K, len(lnC)), np.nan)
@@ -575,8 +575,8 @@ def _curve(C0: float, C_t: float, la: _Ladder, lb: _Ladder, level: float) -> dic
     """k(C) from both frontiers on a log grid from ``C0`` to the target, with its percentile band."""
     C = np.geomspace(min(C0, C_t), max(C0, C_t), CURVE_POINTS)
     k = _k_frontiers(C, la.fit, lb.fit)
-    col = lambda f: {n: f[n][:, None] for n in ("E", "C_c", "alpha_C")}  # noqa: E731
-    M = _k_frontiers(C[None, :], col(la.fit_b), col(lb.fit_b))
+    fa, fb = ({n: f[n][:, None] for n in ("E", "C_c", "alpha_C")} for f in (la.fit_b, lb.fit_b))
+    M = _k_frontiers(C[None, :], fa, fb)
     band = [_interval(M[:, j], level) for j in range(len(C))]
     return {"C": C.tolist(), "k": k.tolist(), "lo": [b[0] for b in band], "hi": [b[1] for b in band]}
 

@@ -15,6 +15,7 @@ bands or bars; legends say which runs a fit excluded.
 
 from lab.plots.backtest import plot_backtest
 from lab.plots.base import figure_of, png_base64, save_figure
+from lab.plots.compare import plot_multiplier, plot_profiles_overlay
 from lab.plots.hparams import plot_hparam_heatmaps, plot_hparam_laws
 from lab.plots.loss import plot_frontier, plot_isoflops, plot_optimal, save_plots
 from lab.plots.mixing import plot_optimum, plot_pred_vs_actual, plot_slices, save_mixing_plots
@@ -22,5 +23,5 @@ from lab.plots.mixing import plot_optimum, plot_pred_vs_actual, plot_slices, sav
 __all__ = [
     "figure_of", "png_base64", "save_figure", "plot_backtest", "plot_hparam_heatmaps", "plot_hparam_laws",
     "plot_frontier", "plot_isoflops", "plot_optimal", "save_plots", "plot_optimum", "plot_pred_vs_actual",
-    "plot_slices", "save_mixing_plots",
+    "plot_slices", "save_mixing_plots", "plot_multiplier", "plot_profiles_overlay",
 ]

@@ -71,7 +71,7 @@ def source_sections(src: Source, bootstrap: int, seed: int, say=print) -> tuple[
     if src.kind != "empty":
         say(f"[report] {src.name}: recipe")
         out.append(S.recipe_section(src, *recipe_of(src, bootstrap, seed)))
-    if src.kind == "study":
+    if src.kind in ("study", "demo"):
         out.append(S.backtest_section(src))
     if src.kind != "empty":
         out.append(S.provenance_section(src, dropped))

@@ -25,7 +25,7 @@ class Source:
     """One folder: its kind, its sweeps by role, the recipe and back-tests, and what is missing."""
 
     path: Path
-    kind: str                                               # "study", "sweep" or "empty"
+    kind: str                                               # "study", "demo", "sweep" or "empty"
     sweeps: dict[str, list[str]] = field(default_factory=dict)
     study: dict[str, Any] | None = None                     # study.json
     summary: dict[str, Any] | None = None                   # summary.json
@@ -55,6 +55,8 @@ def open_source(path: str | Path) -> Source:
         return Source(p, "empty", problems=[f"{p}: not a folder"])
     if (p / "study.json").is_file():
         return _open_study(p)
+    if (p / "recipe.yaml").is_file() and (p / "sweep").is_dir():
+        return _open_demo(p)
     from lab.results import find_runs
 
     if find_runs(p):
@@ -103,6 +105,19 @@ def _open_study(p: Path) -> Source:
     if not src.backtests:
         src.problems.append(f"stage full/backtest: {_stage_state(src.stage('backtest'))}: no back-test")
     _check_runs(src, sorted({d for ds in src.sweeps.values() for d in ds}))
+    return src
+
+
+def _open_demo(p: Path) -> Source:
+    """``python -m lab.demo``'s folder: ``sweep/`` (the ladder), ``recipe.yaml``, ``full/`` (its run)."""
+    sweep = str(p / "sweep")
+    src = Source(p, "demo", sweeps={"loss": [sweep]}, recipe=p / "recipe.yaml")
+    bt = p / "full" / "backtest.json"
+    if bt.is_file():
+        src.backtests["0"] = read_json(bt)
+    else:
+        src.problems.append(f"{p / 'full'}: no backtest.json: the full-size run has not finished")
+    _check_runs(src, [sweep])
     return src
 
 
