@@ -51,6 +51,9 @@ FIRST_COLUMNS = [
     "loss_val", "bpb_val", "loss_train", "wall_s", "tokens_per_s", "error",
 ]
 
+# libyaml's safe loader where present (the same safe subset, ~10x faster on many run folders)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass
 class Tables:
@@ -66,7 +69,7 @@ def find_runs(sweep_dir: Path) -> list[Path]:
             rel = p.relative_to(sweep_dir).parts
             if any(part.startswith(".") for part in rel[:-1]):
                 continue  # .hydra/config.yaml, .lab/, .submitit/
-            if name == "config.yaml" and not _is_lab_config(p):
+            if name == "config.yaml" and p.parent not in found and not _is_lab_config(p):
                 continue
             found.add(p.parent)
     return sorted(found)
@@ -75,7 +78,7 @@ def find_runs(sweep_dir: Path) -> list[Path]:
 def _is_lab_config(path: Path) -> bool:
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+            doc = yaml.load(f, Loader=SAFE_LOADER)
     except (OSError, yaml.YAMLError):
         return False
     return isinstance(doc, dict) and "config" in doc and "derived" in doc
@@ -107,7 +110,7 @@ def read_run(run_dir: Path, sweep: str, run: str) -> tuple[list[dict[str, Any]],
     if cfg_path.exists():
         try:
             with open(cfg_path, encoding="utf-8") as f:
-                doc = yaml.safe_load(f) or {}
+                doc = yaml.load(f, Loader=SAFE_LOADER) or {}
             row.update(_flatten(doc.get("config", {}) if isinstance(doc, dict) else {}))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             damage.append(f"{cfg_path}: unreadable ({type(e).__name__}: {first_line(e)})")

@@ -52,5 +52,5 @@ def plot_backtest(bt: Mapping[str, Any], ax=None, seeds: Sequence[Mapping[str, A
     ax.set_xlabel("loss relative to the prediction (%)")
     o = bt["overall"]
     ax.set_title(f"back-test: predicted {o['predicted']:.4f}, achieved {o['achieved']:.4f}", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax

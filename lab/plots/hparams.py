@@ -19,11 +19,27 @@ DEEPSEEK = {"B_coef": 0.2920, "B_C_exp": 0.3271, "lr_coef": 0.3118, "lr_C_exp": 
 STEPLAW = {"lr_coef": 1.79, "lr_N_exp": -0.713, "lr_D_exp": 0.307, "B_coef": 0.58, "B_D_exp": 0.571}
 
 
+def _grid_ticks(ax, B: np.ndarray, lr: np.ndarray) -> None:
+    """Ticks at the swept batches and LRs themselves (log minor labels crowd a small panel)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    for axis, vals, fmt in ((ax.xaxis, B, "{:.0f}"), (ax.yaxis, lr, "{:.2g}")):
+        v = np.unique(np.round(vals, 12))
+        if len(v) > 6:
+            v = v[:: int(np.ceil(len(v) / 6))]
+        axis.set_minor_locator(NullLocator())
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_ticks(v, [fmt.format(x) for x in v])
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+
+
 def plot_hparam_heatmaps(result: FitResult, max_cells: int = 6):
     """Per budget (or cell): loss over (batch, LR), near-optimal runs ringed, the best starred."""
     h, near = result.extra["data"], result.extra["near"]
     cells = list(range(len(h.cells)))[:max_cells]
-    fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.8 * len(cells), 3.4), squeeze=False)
+    fig.subplots_adjust(wspace=0.38)
     for ax, g in zip(axes[0], cells):
         idx = np.flatnonzero(h.cell == g)
         rel = h.loss[idx] / h.loss[idx].min() - 1
@@ -34,8 +50,10 @@ def plot_hparam_heatmaps(result: FitResult, max_cells: int = 6):
         ax.scatter([h.B[j]], [h.lr[j]], marker="*", color="r", s=120, zorder=4)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _grid_ticks(ax, h.B[idx], h.lr[idx])
         c = h.cells[g]
-        ax.set_title(f"C={c['C']:.2g}" + (" EDGE" if result.diagnostics["cells"][g]["edge"] else ""), fontsize=9)
+        size = f"N={c['N']:.3g}, " if "N" in c else ""
+        ax.set_title(f"{size}C={c['C']:.2g}" + (" EDGE" if result.diagnostics["cells"][g]["edge"] else ""), fontsize=9)
         ax.set_xlabel("batch (tokens)")
         if g == cells[0]:
             ax.set_ylabel("peak LR")

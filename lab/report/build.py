@@ -18,7 +18,13 @@ from lab.report.sources import Source, open_source
 
 def target_of(src: Source) -> float | None:
     """The study's target compute (None for a plain sweep: the fits' default, 10x its largest budget)."""
-    return ((src.study or {}).get("config") or {}).get("target_flops")
+    if src.kind != "study":
+        return None
+    if (src.summary or {}).get("target_flops"):
+        return float(src.summary["target_flops"])
+    cfg = (src.study or {}).get("config") or {}   # StudyConfig.target_flops, from its stored fields
+    got = attempt(lambda: float(cfg["target_factor"]) * max(float(b) for b in cfg["loss"]["budgets"]))
+    return got.value
 
 
 def recipe_of(src: Source, bootstrap: int, seed: int) -> tuple[dict[str, Any] | None, str | None]:

@@ -133,6 +133,8 @@ def _check_runs(src: Source, dirs: list[str]) -> None:
         if not len(runs):
             src.problems.append(f"{d}: no runs")
             continue
+        if "cooldown" in runs:
+            runs = runs[~runs["cooldown"].fillna(False).astype(bool)]  # a run's branches are rows, not runs
         bad = runs[~runs["status"].isin(OK)]
         if len(bad):
             counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
@@ -143,6 +145,8 @@ def _check_runs(src: Source, dirs: list[str]) -> None:
 def provenance(dirs: list[str]) -> pd.DataFrame:
     """Per run: sweep, run, status, N, D, C, loss and the error of a failed run (the report's table)."""
     runs = runs_table(dirs)
+    if "cooldown" in runs:
+        runs = runs[~runs["cooldown"].fillna(False).astype(bool)]
     cols = [c for c in ("sweep", "run", "status", "params", "tokens", "flops", "lr", "batch_tokens", "loss_val",
                         "error") if c in runs.columns]
     return runs[cols] if len(runs) else runs
