@@ -62,3 +62,12 @@ def test_a_frontier_law_refuses_an_nd_prediction(pts):
 def test_from_json_refuses_what_is_not_a_fit():
     with pytest.raises(ValueError, match="not a fit result"):
         FitResult.from_json({"hello": 1})
+
+
+def test_load_picks_one_fit_out_of_a_file_of_several(pts, tmp_path):
+    r = approach3(pts, bootstrap=0)
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps({"approach3": r.to_json(), "approach2": {"error": "too few budgets"}}))
+    assert FitResult.load(path, "approach3").params == pytest.approx(r.params)
+    with pytest.raises(ValueError, match="approach3"):
+        FitResult.load(path)

@@ -101,11 +101,19 @@ class FitResult:
                    saved={"intervals": dict(doc.get("intervals") or {}), "se": dict(doc.get("se") or {})})
 
     @classmethod
-    def load(cls, path) -> "FitResult":
-        """Read a fit's JSON file (as ``python -m lab.fit ... --json`` writes it)."""
+    def load(cls, path, name: str | None = None) -> "FitResult":
+        """Read a fit's JSON file: one fit (``FitResult.dumps``, the demo's ``fits/*.json``), or
+        ``name`` out of a file of several (``python -m lab.fit chinchilla --approach all --json``)."""
         from pathlib import Path
 
-        return cls.from_json(json.loads(Path(path).read_text()))
+        doc = json.loads(Path(path).read_text())
+        if name is None and isinstance(doc, dict) and "law" in doc and "formula" in doc:
+            return cls.from_json(doc)
+        fits = {k: v for k, v in doc.items() if isinstance(v, dict) and "formula" in v} if isinstance(doc, dict) else {}
+        if name not in fits:
+            raise ValueError(f"{path}: {'no fit ' + repr(name) if name else 'several fits'} in it; "
+                             f"pass name= one of {sorted(fits) or 'none'}")
+        return cls.from_json(fits[name])
 
     def _repr_html_(self) -> str:
         from lab.fit.engine.html import result_table
