@@ -24,7 +24,8 @@ def plot_backtest(bt: Mapping[str, Any], ax=None, seeds: Sequence[Mapping[str, A
     ``predicted``, ``interval``, ``achieved``); ``seeds``: the other seeds' back-tests, drawn as dots.
 
     x is the loss relative to the prediction in %: the bar is the interval, the star the mean achieved
-    loss over the seeds (the prediction is of the expected loss), dots each seed.
+    loss over the seeds (the prediction is of the expected loss), dots each seed. Each star is labelled
+    with the error as the back-test tables state it, predicted / achieved - 1 (the opposite sign).
     """
     rows = _rows(bt)
     ax = new_ax(ax, (6.8, 0.45 * len(rows) + 1.6))
@@ -43,13 +44,14 @@ def plot_backtest(bt: Mapping[str, Any], ax=None, seeds: Sequence[Mapping[str, A
         mean = float(np.mean(got)) if got else None
         ax.scatter([_rel(mean, pred)], [i], marker="*", s=110, color="C3", zorder=4,
                    label="achieved (seed mean)" if i == 0 else None)
-        ax.annotate(f"{_rel(mean, pred):+.2f}%", (_rel(mean, pred), i), xytext=(6, 4), textcoords="offset points",
-                    fontsize=7)
+        if mean is not None:  # the label is the error as the tables give it: predicted / achieved - 1
+            ax.annotate(f"error {100 * (pred / mean - 1):+.2f}%", (_rel(mean, pred), i), xytext=(6, 4),
+                        textcoords="offset points", fontsize=7)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([n for n, _ in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("loss relative to the prediction (%)")
+    ax.set_xlabel("achieved loss relative to the prediction (%)  [right of 0: the run did worse]")
     o = bt["overall"]
     ax.set_title(f"back-test: predicted {o['predicted']:.4f}, achieved {o['achieved']:.4f}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

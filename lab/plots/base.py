@@ -45,6 +45,33 @@ def finish_loglog(axes_labels: Iterable[tuple[Any, str]], legend_size: int, xlab
         ax.set_xlabel(xlabel)
         ax.set_ylabel(what)
         ax.legend(fontsize=legend_size)
+        tidy_log_axis(ax, "x")
+        tidy_log_axis(ax, "y")
+
+
+def tidy_log_axis(ax, which: str = "x") -> None:
+    """Readable labels on a log axis: under ~2.5 decades minor ticks (labelled) only at 2 and 5 x 10^k,
+    beyond that no minor labels (matplotlib's defaults collide on a narrow log axis)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
+    if lo <= 0 or (ax.get_xscale() if which == "x" else ax.get_yscale()) != "log":
+        return
+    if hi / lo < 10 ** 2.5:
+        axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        axis.set_minor_formatter(FuncFormatter(_mantissa_label))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _mantissa_label(v: float, _pos=None) -> str:
+    """'2x10^11' in mathtext, as matplotlib writes its major log labels."""
+    if v <= 0:
+        return ""
+    e = int(np.floor(np.log10(v) + 1e-9))
+    m = v / 10 ** e
+    return f"${m:.0f}\\times10^{{{e}}}$"
 
 
 def excluded_text(dropped: Sequence[dict[str, Any]] | None, limit: int = 2) -> str | None:

@@ -22,7 +22,7 @@ from lab.fit.engine.result import FitResult
 from lab.plots.base import band as _band
 from lab.plots.base import finish_loglog as _finish_loglog
 from lab.plots.base import new_ax as _ax
-from lab.plots.base import note_excluded, save_figure
+from lab.plots.base import note_excluded, save_figure, tidy_log_axis
 
 PF_DAY = 8.64e19
 
@@ -135,6 +135,7 @@ def plot_frontier(result: FitResult, ax=None, runs: Any | None = None):
     ax.set_xlabel("C (training FLOPs)")
     ax.set_ylabel("loss")
     ax.set_title(result.law)
+    tidy_log_axis(ax, "x")
     note_excluded(ax, result.diagnostics.get("dropped"))
     ax.legend(fontsize=7)
     return ax

@@ -120,6 +120,8 @@ def mixing_fits(dirs: list[str], target: dict[str, float] | None = None, bootstr
         return out
     out.data = data = got.value
     nested = attempt(lambda: nested_predict(data, target["N"], target.get("D"))) if target else Attempt(error="")
+    if target and not nested.ok:  # one D/N in the sweep: predict at N along it, as the study does
+        nested = attempt(lambda: nested_predict(data, target["N"], None))
     if nested.ok:
         out.fit_data, rep = nested.value
         out.how = f"nested: each mixture's size law predicted at N={target['N']:.3g} ({rep['extrapolation']:.1f}x)"

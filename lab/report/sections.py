@@ -55,13 +55,23 @@ def hparams_section(src: Source, fit: Attempt) -> Section:
                    sec.missing))
     sec.add(figure(lambda: plot_hparam_laws(r), "Fitted B_opt and lr_opt (95% bands) beside DeepSeek LLM "
                    "(2024) and Step Law (2025); points: each cell's best run.", sec.missing))
-    sec.add(result_table(r))
     for w in r.diagnostics.get("edge_warnings", []):
         sec.lack(f"grid edge: {w}")
-    if src.kind == "study" and src.stage("hparams").get("resolved"):
-        sec.add("<h3>As the study resolved it</h3><ul>" + "".join(
-            f"<li>{esc(n)}</li>" for n in src.stage("hparams")["resolved"]) + "</ul>")
+    st = src.stage("hparams")
+    if src.kind == "study" and st.get("params"):
+        sec.add(_resolved_law(st))
+        sec.add("<h3>The full fit (every exponent free)</h3>")
+    sec.add(result_table(r))
     return sec
+
+
+def _resolved_law(st: dict[str, Any]) -> str:
+    """Stage a's law as the later stages used it: exponents whose interval held 0 fixed at 0."""
+    iv = st.get("intervals") or {}
+    rows = [[k, v, Raw(interval_cell(iv.get(k)))] for k, v in st["params"].items()]
+    notes = "".join(f"<li>{esc(n)}</li>" for n in st.get("resolved") or [])
+    return ("<h3>The law stages b-d used</h3>" + table(["parameter", "value", "95% interval"], rows)
+            + f"<p>Health: {verdict_html(st.get('health') or {})}</p>" + (f"<ul>{notes}</ul>" if notes else ""))
 
 
 def mixing_section(src: Source, mf: MixingFits) -> Section:
@@ -98,7 +108,14 @@ def mixing_section(src: Source, mf: MixingFits) -> Section:
         if mf.choice:
             sec.add(f"<p><b>Mixture to train on:</b> {esc(mf.choice['chosen'])}: {esc(mf.choice['why'])}</p>")
     if mf.health is not None:
-        sec.add(f"<p>Mixing law health: {verdict_html(mf.health)}</p>")
+        sec.add(f"<p>Mixing law's own health (held-out error against a mixture-blind baseline): "
+                f"{verdict_html(mf.health)}</p>")
+    st = src.stage("mixture")
+    if src.kind == "study" and st.get("mixture"):
+        mix = st["mixture"] if isinstance(st["mixture"], str) else ", ".join(
+            f"{k} {v:.3f}" for k, v in st["mixture"].items())
+        sec.add(f"<p><b>Stage b chose:</b> {esc(mix)}. Its verdict (the law and the choice): "
+                f"{verdict_html(st.get('health') or {})}</p>")
     return sec
 
 
