@@ -465,12 +465,14 @@ def _label(i: int, names: Sequence[str]) -> str:
 
 
 def _ladder_points(source: Any, label: str, loss: str | None) -> tuple[Points, dict[str, list[str]]]:
-    """Points of one ladder and its tokenizer/seq_len/corpus values (empty when given as Points)."""
+    """Points of one ladder and its tokenizer/seq_len/corpus values (empty when given as Points).
+    A WSD run's cooldown branches are finished schedules at smaller budgets, so they count (a study's
+    ladder reaches its smaller budgets only through them)."""
     if isinstance(source, Points):
         return source, {}
     try:
         df, where = read_table(source)
-        pts = load_points(df, loss=loss)
+        pts = load_points(df, loss=loss, cooldowns=True)
     except FitError as e:
         raise FitError(f"{label}: {e}") from e
     pts.source = where

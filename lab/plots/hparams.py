@@ -73,15 +73,19 @@ def plot_hparam_laws(result: FitResult, axes=None, published: bool = True):
     cs = np.array([c["C"] for c in h.cells])
     C = np.logspace(math.log10(cs.min()), math.log10(result.predictions["C"]), 40)
 
+    # a form-ND law is drawn along the cells' own median D/N (and C ~ 6 N D), where its runs are
+    ratio = float(np.median([c["D"] / c["N"] for c in h.cells])) if form != "C" else None
+
     def at(params, Cv):
         if form == "C":
             return predict_hparams(params, "C", C=Cv)
-        N = np.sqrt(Cv / 120)
-        return predict_hparams(params, "ND", N=N, D=20 * N)
+        N = np.sqrt(Cv / (6 * ratio))
+        return predict_hparams(params, "ND", N=N, D=ratio * N)
 
+    label = "lab fit" if form == "C" else f"lab fit (along D = {ratio:.0f} N)"
     b, l = at(p, C)
-    axB.plot(C, b, color="C0", lw=1.8, label="lab fit")
-    axL.plot(C, l, color="C0", lw=1.8, label="lab fit")
+    axB.plot(C, b, color="C0", lw=1.8, label=label)
+    axL.plot(C, l, color="C0", lw=1.8, label=label)
     if s:
         K = len(next(iter(s.values())))
         draws = [at({k: v[i] for k, v in s.items()}, C) for i in range(min(K, 300))]

@@ -43,7 +43,7 @@ def _col(names: Sequence[str], v: str, fallback: int) -> int | None:
     return names.index(v) if v in names else None
 
 
-def _grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.2, 4.0)):
+def panel_grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.2, 4.0)):
     ncols = max(1, min(n, ncols))
     nrows = max(1, math.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
@@ -74,7 +74,7 @@ def plot_pred_vs_actual(data: MixData, models: dict[str, MixModel],
     """
     K = len(data.val_domains)
     if axes is None:
-        _, axes = _grid(K)
+        _, axes = panel_grid(K)
     axes = _flat_axes(axes, K, "plot_pred_vs_actual")
     kinds = set()
     for k, v in enumerate(data.val_domains):
@@ -209,7 +209,7 @@ def plot_slices(model: MixModel, base, pairs: Sequence[tuple[Any, Any]] | None =
             raise ValueError(f"slice needs two different domains, got {doms[ia]!r} twice")
         idx.append((ia, ib))
     if axes is None:
-        _, axes = _grid(len(idx), ncols=3, size=(4.8, 3.8))
+        _, axes = panel_grid(len(idx), ncols=3, size=(4.8, 3.8))
     axes = _flat_axes(axes, len(idx), "plot_slices")
     w = _weights(weights, model.val_domains)
     for ax, (ia, ib) in zip(axes, idx):
@@ -364,7 +364,7 @@ def save_mixing_plots(data: MixData, models: dict[str, MixModel], opt_by_model: 
         written.extend(save_figure(fig, out_dir, stem))
 
     if models:
-        fig, axes = _grid(len(data.val_domains))
+        fig, axes = panel_grid(len(data.val_domains))
         plot_pred_vs_actual(data, models, heldout, axes)
         save(fig, "pred_vs_actual")
     for name, model in models.items():
@@ -377,7 +377,7 @@ def save_mixing_plots(data: MixData, models: dict[str, MixModel], opt_by_model: 
             base, label, w = np.full(len(model.domains), 1.0 / len(model.domains)), "uniform", "uniform"
         base_arr = _mixture(base, list(model.domains))
         pairs = default_pairs(base_arr)
-        fig, axes = _grid(len(pairs), ncols=3, size=(4.8, 3.8))
+        fig, axes = panel_grid(len(pairs), ncols=3, size=(4.8, 3.8))
         plot_slices(model, base_arr, pairs, axes, weights=w, base_label=label,
                     box=opt.get("constraints") if opt is not None else None)
         fig.suptitle(f"{name}: loss along two-domain slices", fontsize=9)

@@ -75,7 +75,7 @@ def _resolved_law(st: dict[str, Any]) -> str:
 
 
 def mixing_section(src: Source, mf: MixingFits) -> Section:
-    from lab.plots.mixing import _grid, default_pairs, plot_optimum, plot_pred_vs_actual, plot_slices
+    from lab.plots.mixing import default_pairs, panel_grid, plot_optimum, plot_pred_vs_actual, plot_slices
 
     sec = Section(f"Mixture: {src.name}")
     for e in mf.errors:
@@ -85,7 +85,7 @@ def mixing_section(src: Source, mf: MixingFits) -> Section:
     sec.add(f"<p>{esc(mf.how)}; {len(mf.fit_data)} runs fitted of {len(mf.data)}.</p>")
 
     def pva():
-        fig, axes = _grid(len(mf.data.val_domains))
+        fig, axes = panel_grid(len(mf.data.val_domains))
         plot_pred_vs_actual(mf.fit_data, mf.models, None, axes)
         return fig
     sec.add(figure(pva, "Predicted vs actual loss per validation domain: each run predicted by a fit that did "
@@ -98,7 +98,7 @@ def mixing_section(src: Source, mf: MixingFits) -> Section:
             import numpy as np
             arr = np.array([base[d] for d in law.domains])
             pairs = default_pairs(arr)
-            fig, axes = _grid(len(pairs), ncols=3, size=(4.8, 3.8))
+            fig, axes = panel_grid(len(pairs), ncols=3, size=(4.8, 3.8))
             plot_slices(law, arr, pairs, axes, weights="uniform", base_label="optimum")
             return fig
         sec.add(figure(slices, "Loss along two-domain slices through the law's optimum (95% bands): flat means "
