@@ -71,3 +71,61 @@ def test_load_picks_one_fit_out_of_a_file_of_several(pts, tmp_path):
     assert FitResult.load(path, "approach3").params == pytest.approx(r.params)
     with pytest.raises(ValueError, match="approach3"):
         FitResult.load(path)
+
+
+def test_a_loaded_result_keeps_its_intervals_and_prints_them(pts, tmp_path):
+    r = approach3(pts, bootstrap=20)
+    path = tmp_path / "a3.json"
+    path.write_text(r.dumps())
+    back = FitResult.load(path)
+    again = json.loads(back.dumps())
+    assert again["intervals"] == json.loads(r.dumps())["intervals"] and again["intervals"]["alpha"]
+    assert again["se"] == json.loads(r.dumps())["se"]
+    lo, hi = back.intervals["alpha"]
+    text = back.report()
+    assert "bootstrap intervals" in text and f"[{lo:.4g}, {hi:.4g}]" in text
+
+
+def test_a_nan_parameter_survives_loading():
+    s = {"C_c": np.full(5, np.nan), "alpha_C": np.linspace(0.0, 0.01, 5)}
+    r = FitResult("chinchilla approach 2", "L* = (C_c / C)^alpha_C", {"alpha_C": 0.0, "C_c": float("nan")}, s)
+    doc = json.loads(r.dumps())
+    assert doc["C_c"] is None
+    back = FitResult.from_json(doc)
+    assert list(back.params) == ["alpha_C", "C_c"] and np.isnan(back.params["C_c"])
+    assert back.intervals["C_c"] == [None, None]
+    # a null beside the fit that is no parameter stays out, and so does a bootstrap-free fit's null
+    doc2 = {**doc, "error": None, "joint": None}
+    doc2.pop("intervals")
+    assert set(FitResult.from_json(doc2).params) == {"alpha_C", "C_c"}
+
+
+def test_a_loaded_result_returns_the_verdict_the_fit_saved(pts):
+    r = approach3(pts, bootstrap=20)
+    assert r.diagnostics["health"] == r.health().to_json()
+    back = FitResult.from_json(json.loads(r.dumps()))
+    assert not back.samples
+    assert back.health().to_json() == r.health().to_json()
+    assert not any("no bootstrap intervals" in x for x in back.health().reasons)
+
+
+def test_a_form_c_hyperparameter_law_predicts_at_c():
+    from lab.fit import FitError
+    from lab.fit.hparams import fit_hparams, load_hparams, predict_hparams
+    from test_fit_hparams import synthetic_grid
+
+    r = fit_hparams(load_hparams(synthetic_grid(), form="C"), form="C", bootstrap=0)
+    b, lr = r.predict(C=1e21)
+    assert (b, lr) == pytest.approx(predict_hparams(r.params, "C", C=1e21))
+    back = FitResult.from_json(json.loads(r.dumps()))
+    assert back.predict(C=1e21) == pytest.approx((b, lr))
+    with pytest.raises(FitError, match="form C"):
+        r.predict(N=1e6, D=1e8)
+
+
+def test_a_loss_law_refuses_c(pts):
+    from lab.fit import FitError
+
+    r = approach3(pts, bootstrap=0)
+    with pytest.raises(FitError, match="loss_at"):
+        r.predict(C=1e15)

@@ -16,9 +16,20 @@ from pathlib import Path
 import pytest
 
 from conftest import fake_sweep
+from fakestudy import fake_study
 from lab.report.__main__ import main as report_main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def study_report(tmp_path_factory):
+    """The page on two synthetic studies (seeds 0 and 1): every section, and their comparison."""
+    root = tmp_path_factory.mktemp("studies")
+    a, b = fake_study(root / "s0", seed=0), fake_study(root / "s1", seed=1)
+    out = root / "report.html"
+    assert report_main([str(a), str(b), "--out", str(out), "--bootstrap", "20"]) == 0
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +61,52 @@ def test_the_page_is_self_contained_and_embeds_its_figures(sweep_report):
     assert "verdict-" in page and "95% interval" in page
 
 
+def test_a_study_page_shows_every_stage_with_intervals_and_verdicts(study_report):
+    page = study_report.read_text()
+    for title in ("Comparing ladders: s1 over s0", "Hyperparameters: s0", "Mixture: s0", "Loss laws: s0",
+                  "Recipe: s0", "Back-test: s0", "Provenance: s0", "Back-test: s1"):
+        assert f">{title}</h2>" in page, title
+    assert "section not shown" not in page and "no comparison" not in page
+    assert "The law stages b-d used" in page and "Mixing law constants" in page and "Stage b chose" in page
+    assert "(±" in page                          # every interval with its width
+    assert "effective compute multiplier" in page.lower()
+    assert len(_images(page)) >= 12
+
+
+@pytest.mark.parametrize("kwargs, missing", [
+    ({"partial": True}, "stage recipe: not run: no recipe"),
+    ({"stages_done": "ab", "failed_stage": "loss"}, "stage loss: failed"),
+    ({"failed_runs": 2}, "runs not completed (2 failed)"),
+])
+def test_an_unfinished_or_partly_failed_study_says_what_is_missing(tmp_path, kwargs, missing):
+    study = fake_study(tmp_path / "s", **kwargs)
+    out = tmp_path / "r.html"
+    assert report_main([str(study), "--out", str(out), "--bootstrap", "0"]) == 0
+    page = out.read_text()
+    assert missing in page
+    assert "section not shown" not in page and "Traceback" not in page
+
+
+def test_a_moved_study_is_read_from_where_it_now_is(tmp_path):
+    study = fake_study(tmp_path / "there", partial=True)
+    moved = tmp_path / "elsewhere" / "study"
+    shutil.copytree(study, moved)
+    shutil.rmtree(study)                        # study.json still names the old, absolute paths
+    from lab.report.sources import open_source
+
+    src = open_source(moved)
+    assert set(src.sweeps) == {"hparams", "mixture", "loss"}
+    assert all(str(moved) in d for ds in src.sweeps.values() for d in ds)
+
+
+def test_a_damaged_study_record_is_bad_input(tmp_path, capsys):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text("{not json")
+    assert report_main([str(tmp_path / "s"), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "study.json: unreadable" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_partly_failed_sweep_is_reported_with_its_failures(tmp_path):
     sweep = fake_sweep(tmp_path / "ladder")
     bad = sorted(sweep.iterdir())[0]
@@ -59,6 +116,12 @@ def test_a_partly_failed_sweep_is_reported_with_its_failures(tmp_path):
     page = out.read_text()
     assert "1 of 15 runs not completed (1 failed)" in page
     assert "out of memory" in page          # the provenance table names the failure
+
+
+def test_out_must_be_a_file(tmp_path, capsys):
+    sweep = fake_sweep(tmp_path / "ladder")
+    assert report_main([str(sweep), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
@@ -91,12 +154,12 @@ def chromium_render(page: Path, shot: Path, tmp: Path) -> tuple[str, str]:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
-def test_the_page_renders_in_headless_chromium_without_console_errors(sweep_report, tmp_path):
+def test_the_page_renders_in_headless_chromium_without_console_errors(study_report, tmp_path):
     shot = tmp_path / "shot.png"
-    log, dom = chromium_render(sweep_report, shot, tmp_path)
+    log, dom = chromium_render(study_report, shot, tmp_path)
     console = [ln for ln in log.splitlines() if "CONSOLE" in ln or "Uncaught" in ln or "Failed to load" in ln]
     assert not console, console
-    assert dom.count("<img") == len(_images(sweep_report.read_text())) and "Loss laws" in dom
+    assert dom.count("<img") == len(_images(study_report.read_text())) and "Loss laws" in dom
     from PIL import Image, ImageStat
 
     img = Image.open(shot).convert("L")

@@ -11,6 +11,7 @@ import numpy as np
 from lab.fit.engine.result import FitResult
 from lab.plots.base import band as _band
 from lab.plots.base import finish_loglog as _finish_loglog
+from lab.plots.base import note_excluded
 
 
 # Published batch/LR laws: DeepSeek LLM (2024) in C (FLOPs; their M-based C ~ 6ND here), and Step Law
@@ -34,20 +35,36 @@ def _grid_ticks(ax, B: np.ndarray, lr: np.ndarray) -> None:
     ax.tick_params(axis="y", labelsize=7)
 
 
-def plot_hparam_heatmaps(result: FitResult, max_cells: int = 6):
-    """Per budget (or cell): loss over (batch, LR), near-optimal runs ringed, the best starred."""
+def plot_hparam_heatmaps(result: FitResult, max_cells: int | None = None, ncols: int = 4):
+    """Per budget (or cell): loss over (batch, LR), near-optimal runs ringed, the best starred.
+
+    Every cell gets a panel, ``ncols`` to a row (a 4 sizes x 3 budgets study: 12 panels on 3 rows);
+    ``max_cells`` caps the panels drawn, and the figure's title then says how many of how many.
+    """
     h, near = result.extra["data"], result.extra["near"]
-    cells = list(range(len(h.cells)))[:max_cells]
-    fig, axes = plt.subplots(1, len(cells), figsize=(3.8 * len(cells), 3.4), squeeze=False)
-    fig.subplots_adjust(wspace=0.38)
-    for ax, g in zip(axes[0], cells):
+    total = len(h.cells)
+    cells = list(range(total))[:max_cells] if max_cells is not None else list(range(total))
+    if not cells:
+        raise ValueError("plot_hparam_heatmaps: no cells to draw")
+    ncols = max(1, min(len(cells), int(ncols)))
+    nrows = math.ceil(len(cells) / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(3.8 * ncols + 1.0, 3.4 * nrows), squeeze=False,
+                             layout="constrained")   # titles clear of the row above's tick labels
+    axes = list(grid.ravel())
+    sc = None
+    for k, (ax, g) in enumerate(zip(axes, cells)):
         idx = np.flatnonzero(h.cell == g)
+        if not len(idx):
+            ax.set_axis_off()
+            continue
         rel = h.loss[idx] / h.loss[idx].min() - 1
-        sc = ax.scatter(h.B[idx], h.lr[idx], c=np.minimum(rel, 0.05) * 100, cmap="viridis_r", s=60, marker="s")
+        # a shared colour scale, so one colourbar reads every panel
+        sc = ax.scatter(h.B[idx], h.lr[idx], c=np.minimum(rel, 0.05) * 100, cmap="viridis_r", s=60, marker="s",
+                        vmin=0.0, vmax=5.0)
         nb = idx[near[idx]]
         ax.scatter(h.B[nb], h.lr[nb], facecolors="none", edgecolors="r", s=140, lw=1.2, label="near-optimal")
         j = idx[np.argmin(h.loss[idx])]
-        ax.scatter([h.B[j]], [h.lr[j]], marker="*", color="r", s=120, zorder=4)
+        ax.scatter([h.B[j]], [h.lr[j]], marker="*", color="r", s=120, zorder=4, label="best")
         ax.set_xscale("log")
         ax.set_yscale("log")
         _grid_ticks(ax, h.B[idx], h.lr[idx])
@@ -55,10 +72,16 @@ def plot_hparam_heatmaps(result: FitResult, max_cells: int = 6):
         size = f"N={c['N']:.3g}, " if "N" in c else ""
         ax.set_title(f"{size}C={c['C']:.2g}" + (" EDGE" if result.diagnostics["cells"][g]["edge"] else ""), fontsize=9)
         ax.set_xlabel("batch (tokens)")
-        if g == cells[0]:
+        if k % ncols == 0:
             ax.set_ylabel("peak LR")
-    fig.colorbar(sc, ax=axes[0].tolist(), label="loss above cell best (%, capped at 5)")
-    axes[0][0].legend(fontsize=7)
+        if k == 0:
+            ax.legend(fontsize=7)
+    for ax in axes[len(cells):]:
+        ax.set_axis_off()
+    if sc is not None:
+        fig.colorbar(sc, ax=axes, label="loss above cell best (%, capped at 5)")
+    if len(cells) < total:
+        fig.suptitle(f"first {len(cells)} of {total} cells (max_cells={max_cells})", fontsize=9)
     return fig
 
 
@@ -102,5 +125,7 @@ def plot_hparam_laws(result: FitResult, axes=None, published: bool = True):
         sb, sl = predict_hparams(STEPLAW, "ND", N=N, D=20 * N)
         axB.plot(C, sb, "k:", lw=1, label="Step Law 2025 (D = 20N)")
         axL.plot(C, sl, "k:", lw=1, label="Step Law 2025 (D = 20N)")
+    d = result.diagnostics
+    note_excluded(axB, d.get("dropped", d.get("excluded")))   # once: diverged and failed runs left out
     _finish_loglog(((axB, "B_opt (tokens)"), (axL, "lr_opt")), 7)
     return axes

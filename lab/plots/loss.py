@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from lab.fit.engine.errors import quiet as _quiet
+from lab.fit.engine.evaluate import JOINT, allocation, frontier
 from lab.fit.engine.result import FitResult
 from lab.plots.base import band as _band
 from lab.plots.base import finish_loglog as _finish_loglog
@@ -79,13 +80,17 @@ def _law_curve(result: FitResult, C: np.ndarray, max_samples: int = 300) -> tupl
     s = result.samples
     p = result.params
     if "alpha_C" in p and "C_c" in p:
-        line = (p["C_c"] / C) ** p["alpha_C"]
-        if "alpha_C" in s:
+        floor = result.law == "kaplan L(C)" and "E" in p   # Kaplan's L(C) may carry an irreducible term
+        line = (p["C_c"] / C) ** p["alpha_C"] + (p["E"] if floor else 0.0)
+        if "alpha_C" in s and "C_c" in s and (not floor or "E" in s):
             A, Cc = np.asarray(s["alpha_C"]), np.asarray(s["C_c"])
-            ok = np.isfinite(A) & np.isfinite(Cc)
-            M = (Cc[ok, None] / C[None, :]) ** A[ok, None]
+            E = np.asarray(s["E"]) if floor else np.zeros_like(A)
+            ok = np.isfinite(A) & np.isfinite(Cc) & np.isfinite(E)
+            M = (Cc[ok, None] / C[None, :]) ** A[ok, None] + E[ok, None]
             return line, np.nanquantile(M, [0.025, 0.975], axis=0) if ok.any() else None
         return line, None
+    if result.law in JOINT and "theta" not in result.extra:   # a loaded result: its law from its parameters
+        return frontier(result.law, result.params, C, result.diagnostics.get("flop_model")), None
     if "theta" in result.extra and "flop_model" in result.extra:
         from lab.fit.engine.allocation import optimal_allocation
         law, fm = result.extra["law"], result.extra["flop_model"]
@@ -122,7 +127,12 @@ def plot_frontier(result: FitResult, ax=None, runs: Any | None = None):
         ax.scatter(pts.C, pts.loss, s=14, color="0.35", zorder=2, label="runs")
     if x_data is not None and result.law.startswith("kaplan L(C"):
         ax.scatter(x_data, result.extra["y"], s=14, color="C0", zorder=3, label="frontier")
-    cmin = float(np.min(pts.C if pts is not None else (x_data if x_data is not None else result.extra["grid"])))
+    seen = pts.C if pts is not None else x_data if x_data is not None else result.extra.get("grid")
+    if seen is None:   # a loaded result keeps no points: from its profiles' budgets, else 3 decades below the target
+        seen = [p["C"] for p in result.diagnostics.get("profiles", []) if "C" in p] or None
+    if seen is None and "C" not in result.predictions:
+        raise ValueError(f"{result.law}: no compute range to draw (no points, no target)")
+    cmin = float(np.min(seen)) if seen is not None else float(result.predictions["C"]) / 1e3
     C_t = float(result.predictions.get("C", 10 * cmin))
     C = np.logspace(math.log10(cmin), math.log10(C_t), 60)
     line, band = _law_curve(result, C)
@@ -163,12 +173,9 @@ def plot_optimal(results: Iterable[FitResult], axes=None, published: bool = True
                 db = s["H"][ok, None] * C[None] ** s["b"][ok, None]
                 _band(axN, C, nb, col)
                 _band(axD, C, db, col)
-        elif "alpha" in p and "G" in p:          # approach 3: closed form under C = 6 N D
-            n, d = p["G"] * (C / 6) ** p["a"], (C / 6) ** p["b"] / p["G"]
-            if "G" in s:
-                ok = np.isfinite(s["G"]) & np.isfinite(s["a"])
-                nb = s["G"][ok, None] * (C[None] / 6) ** s["a"][ok, None]
-                db = (C[None] / 6) ** s["b"][ok, None] / s["G"][ok, None]
+        elif r.law in JOINT:                     # approach 3, Kaplan L(N, D): minimised under the fit's own C
+            n, d, nb, db = _joint_allocation(r, C)
+            if nb is not None:
                 _band(axN, C, nb, col)
                 _band(axD, C, db, col)
         else:
@@ -184,9 +191,34 @@ def plot_optimal(results: Iterable[FitResult], axes=None, published: bool = True
             axN.plot(C, fn(C), color="0.5", lw=1, ls=["--", ":", "-.", (0, (1, 3))][j], label=label)
             axD.plot(C, fd(C), color="0.5", lw=1, ls=["--", ":", "-.", (0, (1, 3))][j], label=label)
     _finish_loglog(((axN, "N_opt"), (axD, "D_opt")), 6)
-    axN.set_title("compute-optimal N (published laws: C = 6ND, their N conventions)", fontsize=8)
+    axN.set_title("compute-optimal N (fits: their own C convention; published laws: C = 6ND, "
+                  "their N conventions)", fontsize=8)
     axD.set_title("compute-optimal D", fontsize=8)
     return axes
+
+
+# the public parameters of each joint law, as its bootstrap samples hold them
+_JOINT_PARAMS = {"chinchilla approach 3": ("E", "A", "B", "alpha", "beta"),
+                 "kaplan L(N, D)": ("N_c", "D_c", "alpha_N", "alpha_D", "E")}
+
+
+@_quiet
+def _joint_allocation(result: FitResult, C: np.ndarray, max_draws: int = 200):
+    """N_opt(C), D_opt(C) of a joint law under the fit's own FLOP model (``diagnostics["flop_model"]``,
+    as ``result.optimum`` and the fit's table use), and (K, len(C)) draws of each from up to
+    ``max_draws`` bootstrap rows of the public parameters (None without draws)."""
+    fm = result.diagnostics.get("flop_model")
+    n, d, _ = allocation(result.law, result.params, C, fm)
+    s = result.samples
+    keys = [k for k in _JOINT_PARAMS.get(result.law, ()) if k in result.params]
+    if not keys or not all(k in s for k in keys):
+        return n, d, None, None
+    S = np.stack([np.asarray(s[k], float) for k in keys], axis=1)
+    S = S[np.all(np.isfinite(S), axis=1)][:max_draws]
+    if len(S) < 2:
+        return n, d, None, None
+    draws = [allocation(result.law, dict(zip(keys, row)), C, fm, n_grid=801)[:2] for row in S]
+    return n, d, np.array([x[0] for x in draws]), np.array([x[1] for x in draws])
 
 
 def _stem(name: str) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from lab.fit.engine.errors import quiet as _quiet
 from lab.fit.mixing.law import MixData, MixModel, target_weights
-from lab.plots.base import save_figure
+from lab.plots.base import note_excluded, save_figure
 
 MARKERS = ("o", "s", "^", "v", "P", "X")
 
@@ -127,6 +127,8 @@ def plot_pred_vs_actual(data: MixData, models: dict[str, MixModel],
         ax.set_title(f"validation: {v}", fontsize=9)
         ax.set_xlabel("observed loss (nats/token)")
         ax.set_ylabel("predicted loss (nats/token)")
+        if k == 0:
+            note_excluded(ax, data.dropped)   # once, on the first panel: runs the fit left out, and why
         ax.legend(fontsize=6.5)
     for ax in axes[K:]:
         ax.set_axis_off()

@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples per fit (default 200)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss", default=None, help="loss column for comparing ladders (default loss_val, nats/token; "
+                                                "bits per byte, bpb_val, by itself across tokenizers)")
     return p
 
 
@@ -27,17 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"lab.report: error: not a folder: {', '.join(bad)} (give study or sweep folders)", file=sys.stderr)
         return 2
+    if Path(args.out).is_dir():
+        print(f"lab.report: error: --out {args.out} is a folder; give a file name (e.g. {Path(args.out) / 'report.html'})",
+              file=sys.stderr)
+        return 2
     if args.bootstrap < 0:
         print("lab.report: error: --bootstrap must be >= 0", file=sys.stderr)
         return 2
     from lab.report.build import build_report
     from lab.report.sources import open_source
 
-    if all(open_source(p).kind == "empty" for p in args.paths):
-        print(f"lab.report: error: nothing to report in {', '.join(args.paths)}: no study.json and no run folders "
-              "(run python -m lab.sweep or python -m lab.study into it first)", file=sys.stderr)
+    sources = [open_source(p) for p in args.paths]
+    if all(src.kind == "empty" for src in sources):
+        why = "; ".join(src.problems[0] for src in sources if src.problems)
+        print(f"lab.report: error: nothing to report: {why}", file=sys.stderr)
         return 2
-    path = build_report(args.paths, args.out, args.bootstrap, args.seed)
+    path = build_report(args.paths, args.out, args.bootstrap, args.seed, loss=args.loss)
     print(f"[report] -> {path}")
     return 0
 

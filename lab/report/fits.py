@@ -128,6 +128,8 @@ def mixing_fits(dirs: list[str], target: dict[str, float] | None = None, bootstr
     else:
         out.fit_data, note = one_size(data, None)
         out.how = note or "one model size"
+        if target:  # say why the target's nested prediction is not what is shown
+            out.errors.append(f"not nested at the target (N={target['N']:.3g}): {nested.error}; shown: {out.how}")
     for name, fit in (("law", lambda: fit_mixing_law(out.fit_data, bootstrap=bootstrap, seed=seed)),
                       ("regression", lambda: fit_regression(out.fit_data, seed=seed))):
         a = attempt(fit)

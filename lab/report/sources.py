@@ -32,6 +32,10 @@ class Source:
     recipe: Path | None = None
     backtests: dict[str, dict[str, Any]] = field(default_factory=dict)  # seed -> backtest.json
     problems: list[str] = field(default_factory=list)
+    label: str = ""                                         # unique among a report's sources (its name)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     @property
     def name(self) -> str:
@@ -68,40 +72,84 @@ def open_source(path: str | Path) -> Source:
 
 
 def sweep_roles(runs: pd.DataFrame) -> list[str]:
-    """Which analyses a plain sweep supports: a loss ladder always; a batch x LR grid when a size and
-    budget have several (batch, LR) settings; a mixture sweep when it trained several mixtures."""
-    roles = ["loss"]
+    """Which analyses a plain sweep supports: a mixture sweep when it trained several mixtures, a batch
+    x LR grid when a size and budget have several (batch, LR) settings, else a loss-law ladder."""
     ok = runs[runs["status"].isin(OK)] if "status" in runs else runs
+    roles = []
+    mix_cols = [c for c in ok.columns if c.startswith("mixture.")]
+    if mix_cols and len(ok.drop_duplicates(mix_cols)) > 2:
+        roles.append("mixture")
     if {"params", "flops", "lr", "batch_tokens"} <= set(ok.columns) and len(ok):
         per_cell = ok.groupby(["params", "flops"])[["lr", "batch_tokens"]].nunique()
         if (per_cell.max(axis=1) > 1).any():
-            roles.insert(0, "hparams")
-    mix_cols = [c for c in ok.columns if c.startswith("mixture.")]
-    if mix_cols and len(ok.drop_duplicates(mix_cols)) > 2:
-        roles.insert(0, "mixture")
-    return roles
+            roles.append("hparams")
+    # a loss law across off-optimal LRs or across mixtures would mix effects: a ladder is the rest
+    return roles or ["loss"]
+
+
+def _json(path: Path, problems: list[str]) -> Any:
+    """A JSON file's content, or None with the reason in ``problems`` (a damaged file is said, not raised)."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as e:
+        problems.append(f"{path}: unreadable ({type(e).__name__}: {e}); left out")
+        return None
+
+
+def here(study: Path, recorded: str | None) -> Path | None:
+    """A path ``study.json`` recorded, or the same name inside the study folder when the study was
+    moved (copied from a cluster, say): study paths are absolute."""
+    if not recorded:
+        return None
+    p = Path(recorded)
+    if p.exists():
+        return p
+    for k in range(1, min(4, len(p.parts))):
+        cand = study.joinpath(*p.parts[-k:])
+        if cand.exists():
+            return cand
+    return None
+
+
+def _stage_sweeps(src: Source, role: str) -> list[str]:
+    """The stage's sweeps; a stage that failed mid-way records only the sweeps it ran (``sweeps_run``)."""
+    st = src.stage(role)
+    recorded = list(st.get("sweeps") or []) or [r.get("sweep_dir") for r in st.get("sweeps_run") or []]
+    found = [here(src.path, d) for d in recorded]
+    for d, f in zip(recorded, found):
+        if f is None:
+            src.problems.append(f"stage {role}: recorded sweep {d} not found (nor under {src.path})")
+    return [str(f) for f in found if f is not None and f.is_dir()]
 
 
 def _open_study(p: Path) -> Source:
-    src = Source(p, "study", study=read_json(p / "study.json"))
+    problems: list[str] = []
+    doc = _json(p / "study.json", problems)
+    if not isinstance(doc, dict):
+        return Source(p, "empty", problems=problems or [f"{p / 'study.json'}: not a study record"])
+    src = Source(p, "study", study=doc, problems=problems)
     if (p / "summary.json").is_file():
-        src.summary = read_json(p / "summary.json")
+        src.summary = _json(p / "summary.json", src.problems)
     for role in ROLES:
-        st = src.stage(role)
-        dirs = [d for d in st.get("sweeps") or [] if Path(d).is_dir()]
+        dirs = _stage_sweeps(src, role)
+        state = _stage_state(src.stage(role))
         if dirs:
             src.sweeps[role] = dirs
+            if not state.startswith("done"):
+                src.problems.append(f"stage {role}: {state}: showing the runs it finished")
         else:
-            src.problems.append(f"stage {role}: {_stage_state(st)}: no sweep to show")
-    rec = src.stage("recipe").get("recipe")
-    if rec and Path(rec).is_file():
-        src.recipe = Path(rec)
+            src.problems.append(f"stage {role}: {state}: no sweep to show")
+    rec = here(p, src.stage("recipe").get("recipe"))
+    if rec is not None and rec.is_file():
+        src.recipe = rec
     else:
         src.problems.append(f"stage recipe: {_stage_state(src.stage('recipe'))}: no recipe")
     for seed, run in (src.stage("full").get("runs") or {}).items():
-        bt = Path(run) / "backtest.json"
+        bt = (here(p, run) or Path(run)) / "backtest.json"
         if bt.is_file():
-            src.backtests[str(seed)] = read_json(bt)
+            got = _json(bt, src.problems)
+            if isinstance(got, dict):
+                src.backtests[str(seed)] = got
     if not src.backtests:
         src.problems.append(f"stage full/backtest: {_stage_state(src.stage('backtest'))}: no back-test")
     _check_runs(src, sorted({d for ds in src.sweeps.values() for d in ds}))
@@ -113,9 +161,9 @@ def _open_demo(p: Path) -> Source:
     sweep = str(p / "sweep")
     src = Source(p, "demo", sweeps={"loss": [sweep]}, recipe=p / "recipe.yaml")
     bt = p / "full" / "backtest.json"
-    if bt.is_file():
-        src.backtests["0"] = read_json(bt)
-    else:
+    if bt.is_file() and isinstance(got := _json(bt, src.problems), dict):
+        src.backtests["0"] = got
+    elif not bt.is_file():
         src.problems.append(f"{p / 'full'}: no backtest.json: the full-size run has not finished")
     _check_runs(src, [sweep])
     return src

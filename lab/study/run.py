@@ -130,6 +130,8 @@ def run_study(s: Study, stages: list[str]) -> None:
             out = FUNCS[name](s)
         except BaseException as e:
             s.state.record(name, status="failed", error=f"{type(e).__name__}: {e}", wall_s=prior + time.time() - t0)
+            if isinstance(e, Exception):
+                write_report(s)  # what the finished stages found, with the failure said on the page
             raise
         s.state.record(name, status="done", wall_s=prior + time.time() - t0, error=None, **out)
         s.say(f"{tag}: done in {(time.time() - t0) / 60:.1f} min")

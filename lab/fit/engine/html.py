@@ -26,10 +26,26 @@ def fmt(v: Any) -> str:
     return f"{v:.4g}" if 1e-3 <= abs(v) < 1e5 or v == 0 else f"{v:.3e}"
 
 
-def interval_cell(iv: Any) -> str:
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def width_text(iv: Any, center: Any) -> str:
+    """An interval's width beside it: half-width in % of ``center``, or the factor hi/lo when a positive
+    interval spans more than 2x (a half-width in % means little there)."""
+    if not iv or len(iv) < 2 or not (_finite(iv[0]) and _finite(iv[1]) and _finite(center)) or center == 0:
+        return ""
+    lo, hi = float(iv[0]), float(iv[1])
+    if lo > 0 and hi / lo > 2:
+        return f" (x{hi / lo:.3g})"
+    return f" (±{100 * (hi - lo) / 2 / abs(center):.2g}%)"
+
+
+def interval_cell(iv: Any, center: Any = None) -> str:
+    """``[lo, hi]``, and its width when the point estimate ``center`` is given."""
     if not iv or len(iv) < 2 or iv[0] is None or iv[1] is None:
         return "-"
-    return f"[{fmt(iv[0])}, {fmt(iv[1])}]"
+    return f"[{fmt(iv[0])}, {fmt(iv[1])}]" + width_text(iv, center)
 
 
 def verdict_html(verdict: Any) -> str:
@@ -45,11 +61,11 @@ def verdict_html(verdict: Any) -> str:
 def result_table(res: Any, verdict: Any | None = None) -> str:
     """One fit: its formula, parameters with intervals, predictions at the target, points, verdict."""
     iv = res.intervals
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td><td>{interval_cell(iv.get(k))}</td></tr>"
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td><td>{interval_cell(iv.get(k), v)}</td></tr>"
                    for k, v in res.params.items())
     p = res.predictions or {}
     preds = "".join(f"<tr><td>{k} at C = {fmt(p.get('C'))}</td><td>{fmt(p[k])}</td>"
-                    f"<td>{interval_cell(p.get(k + '_interval'))}</td></tr>" for k in PRED_KEYS if k in p)
+                    f"<td>{interval_cell(p.get(k + '_interval'), p[k])}</td></tr>" for k in PRED_KEYS if k in p)
     d = res.diagnostics or {}
     pts = f"{d.get('n_points', '?')} points used, {len(d.get('dropped', []))} dropped"
     if verdict is None:
@@ -59,5 +75,5 @@ def result_table(res: Any, verdict: Any | None = None) -> str:
             verdict = {"verdict": "unknown", "reasons": [f"health check failed: {e}"]}
     level = f"{res.level:.0%}"
     return (f'<div class="lab-fit"><b>{html.escape(res.law)}</b>: <code>{html.escape(res.formula)}</code>'
-            f"<table><tr><th>parameter</th><th>value</th><th>{level} interval</th></tr>{rows}{preds}</table>"
+            f"<table><tr><th>parameter</th><th>value</th><th>{level} interval (width)</th></tr>{rows}{preds}</table>"
             f"<div>{pts}. Health: {verdict_html(verdict)}</div></div>")

@@ -46,20 +46,33 @@ class FitResult:
 
     @property
     def intervals(self) -> dict[str, list[float]]:
-        return summarize(self.samples, self.level)[0] if self.samples else dict(self.saved.get("intervals", {}))
+        """Each sampled quantity's bootstrap interval: from the draws, or as saved for a loaded result."""
+        return self._summary()[0]
 
     @property
     def se(self) -> dict[str, float]:
-        return summarize(self.samples, self.level)[1] if self.samples else dict(self.saved.get("se", {}))
+        """Each sampled quantity's standard error (SD over the draws, or as saved)."""
+        return self._summary()[1]
+
+    def _summary(self) -> tuple[dict[str, list[float]], dict[str, float]]:
+        if self.samples:
+            return summarize(self.samples, self.level)
+        return dict(self.saved.get("intervals", {})), dict(self.saved.get("se", {}))
 
     # -- evaluating the law -------------------------------------------------------------------
 
-    def predict(self, N=None, D=None):
+    def predict(self, N=None, D=None, C=None):
         """Loss (nats/token) at N non-embedding params and D tokens, for L(N, D) laws and Kaplan's
-        L(N) / L(D); for the hyperparameter laws, ``(B_opt tokens, lr_opt)`` at (N, D) or ``C=``."""
+        L(N) / L(D); for the hyperparameter laws, ``(B_opt tokens, lr_opt)`` at (N, D) (form ND) or
+        at ``C=`` training FLOPs (form C). A loss law refuses ``C=``: its loss at C is ``loss_at(C)``."""
         if self.law.startswith("hyperparameter"):
-            return self._hparams(N=N, D=D)
+            return self._hparams(N=N, D=D, C=C)
+        from lab.fit.engine.errors import FitError
         from lab.fit.engine.evaluate import loss_nd
+
+        if C is not None:
+            raise FitError(f"{self.law}: predict takes N and D, not C; the compute-optimal loss at C "
+                           "training FLOPs is loss_at(C), the allocation optimum(C)")
 
         return loss_nd(self.law, self.params, N, D)
 
@@ -82,9 +95,18 @@ class FitResult:
         return predict_hparams(self.params, form, C=C, N=N, D=D)
 
     def health(self):
-        """This fit's :class:`~lab.fit.health.Verdict` under the default criteria."""
-        from lab.fit.health import fit_health, hparams_health
+        """This fit's :class:`~lab.fit.health.Verdict` under the default criteria. A loaded result
+        (no bootstrap draws) returns the verdict the fit saved (``diagnostics["health"]``), judged
+        when its draws were there, rather than re-judging without them."""
+        from dataclasses import fields
 
+        from lab.fit.health import Verdict, fit_health, hparams_health
+
+        saved = (self.diagnostics or {}).get("health")
+        if not self.samples and isinstance(saved, dict) and "verdict" in saved:
+            keep = {f.name for f in fields(Verdict)}
+            return Verdict(**{k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                              for k, v in saved.items() if k in keep})
         return (hparams_health if self.law.startswith("hyperparameter") else fit_health)(self)
 
     # -- persistence ----------------------------------------------------------------------------
@@ -94,7 +116,12 @@ class FitResult:
         """A result from :meth:`to_json`'s dict (intervals kept; bootstrap draws are not saved)."""
         if not isinstance(doc, dict) or "law" not in doc or "formula" not in doc:
             raise ValueError("not a fit result: a JSON object with 'law' and 'formula' expected")
-        params = {k: float(v) for k, v in doc.items() if k not in _RESERVED and isinstance(v, (int, float))}
+        saved_iv = doc.get("intervals") if isinstance(doc.get("intervals"), dict) else {}
+        # a parameter saved as null is one that was NaN (to_json writes NaN as null: e.g. C_c when the
+        # loss line's slope is 0); it comes back NaN rather than vanishing
+        params = {k: (math.nan if v is None else float(v)) for k, v in doc.items()
+                  if (isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_PARAMS)
+                  or (v is None and (k in saved_iv or k not in _NOT_PARAMS))}
         return cls(doc["law"], doc["formula"], params, level=float(doc.get("level", 0.95)),
                    predictions=dict(doc.get("predictions") or {}), diagnostics=dict(doc.get("diagnostics") or {}),
                    convention=dict(doc.get("convention") or {}), notes=list(doc.get("notes") or []),
@@ -121,7 +148,7 @@ class FitResult:
         return result_table(self)
 
     def to_json(self) -> dict[str, Any]:
-        iv, se = summarize(self.samples, self.level)
+        iv, se = self._summary()
         out: dict[str, Any] = {"law": self.law, "formula": self.formula}
         out.update({k: to_jsonable(v) for k, v in self.params.items()})
         out["intervals"] = {k: to_jsonable(v) for k, v in iv.items()}
@@ -137,16 +164,16 @@ class FitResult:
         return json.dumps(self.to_json(), indent=1, allow_nan=False)
 
     def report(self) -> str:
-        iv, se = summarize(self.samples, self.level)
+        iv, se = self._summary()
         lines = [f"== {self.law}:  {self.formula}"]
         for k, v in self.params.items():
             ci = iv.get(k)
             ci_s = f"  [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
             lines.append(f"  {k:>10} = {_fmt(v)}{ci_s}")
-        if self.samples:
+        if iv:
             lines.append(f"  ({self.level:.0%} bootstrap intervals, {self.diagnostics.get('bootstrap', 0)} resamples"
                          + (f", {self.diagnostics['bootstrap_failed']} failed" if self.diagnostics.get("bootstrap_failed") else "")
-                         + ")")
+                         + ("" if self.samples else "; as saved") + ")")
         p = self.predictions
         if p:
             lines.append(f"  at C = {_fmt(p.get('C'))}:" + "".join(
@@ -180,6 +207,10 @@ class FitResult:
 
 
 _RESERVED = {"law", "formula", "intervals", "se", "level", "predictions", "diagnostics", "convention", "notes"}
+# top-level keys that documents embedding a fit put beside its parameters (lab.fit's --json, the
+# study's a_hparams_law.json): never parameters, even when null
+_NOT_PARAMS = _RESERVED | {"error", "errors", "joint", "agreement", "health", "name", "id", "path",
+                           "fitted_params", "resolved", "resolved_intervals", "resolved_health"}
 
 
 def _fmt(v: Any) -> str:
