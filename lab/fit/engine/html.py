@@ -31,13 +31,15 @@ def _finite(v: Any) -> bool:
 
 
 def width_text(iv: Any, center: Any) -> str:
-    """An interval's width beside it: half-width in % of ``center``, or the factor hi/lo when a positive
-    interval spans more than 2x (a half-width in % means little there)."""
+    """An interval's width beside it: half-width in % of ``center``; the factor hi/lo when a positive
+    interval spans more than 2x; the absolute half-width when it contains 0."""
     if not iv or len(iv) < 2 or not (_finite(iv[0]) and _finite(iv[1]) and _finite(center)) or center == 0:
         return ""
     lo, hi = float(iv[0]), float(iv[1])
     if lo > 0 and hi / lo > 2:
         return f" (x{hi / lo:.3g})"
+    if lo <= 0 <= hi:  # around 0 a relative width means nothing: the absolute half-width
+        return f" (±{(hi - lo) / 2:.2g})"
     return f" (±{100 * (hi - lo) / 2 / abs(center):.2g}%)"
 
 
