@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab.report import sections as S
-from lab.report.fits import Attempt, attempt, hparam_fit, loss_fits, mixing_fits  # noqa: F401
+from lab.report.fits import attempt, hparam_fit, loss_fits, mixing_fits
 from lab.report.page import Section, render
 from lab.report.sources import Source, open_source
 
@@ -163,5 +163,4 @@ def build_report(paths: list[str], out: str | Path, bootstrap: int = 200, seed: 
     return path
 
 
-__all__ = ["build_report", "source_sections", "comparison", "recipe_of", "target_of", "label_sources", "guarded",
-           "Attempt"]
+__all__ = ["build_report", "source_sections", "comparison", "recipe_of", "target_of", "label_sources", "guarded"]

@@ -55,7 +55,7 @@ class LossFits:
 def loss_fits(dirs: list[str], target_flops: float | None = None, bootstrap: int = 200, seed: int = 0) -> LossFits:
     """Every loss law on the ladder ``dirs``: WSD cooldown branches count as finished runs."""
     from lab.fit import approach1, approach2, approach3, fit_kaplan, load_points
-    from lab.fit.health import agreement, fit_health
+    from lab.fit.health import agreement
     from lab.results import load_curves, load_runs
 
     runs = load_runs(*dirs)
@@ -75,7 +75,7 @@ def loss_fits(dirs: list[str], target_flops: float | None = None, bootstrap: int
         "kaplan_C": attempt(lambda: fit_kaplan(pts, "C", **{**common, "bootstrap": min(bootstrap, 100)})),
         "kaplan_ND": attempt(lambda: fit_kaplan(pts, "ND", **{**common, "bootstrap": min(bootstrap, 100)})),
     }
-    out.health = {k: attempt(lambda a=a: fit_health(a.value)).value for k, a in out.fits.items() if a.ok}
+    out.health = {k: a.value.health() for k, a in out.fits.items() if a.ok}  # attached by each fit
     chin = {k: (a.value if a.ok else a.error) for k, a in out.fits.items() if k.startswith("approach")}
     out.agreement = attempt(lambda: agreement(chin)).value
     if out.target_flops is None and out.ok():

@@ -52,6 +52,11 @@ def runs_table(dirs: list[str]) -> pd.DataFrame:
     return load_runs(*dirs) if dirs else pd.DataFrame()
 
 
+def run_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: a WSD run's cooldown branches are extra rows of the table, not runs."""
+    return runs[~runs["cooldown"].fillna(False).astype(bool)] if "cooldown" in runs else runs
+
+
 def open_source(path: str | Path) -> Source:
     """Classify ``path`` and list its parts; problems are sentences, never exceptions."""
     p = Path(path)
@@ -181,8 +186,7 @@ def _check_runs(src: Source, dirs: list[str]) -> None:
         if not len(runs):
             src.problems.append(f"{d}: no runs")
             continue
-        if "cooldown" in runs:
-            runs = runs[~runs["cooldown"].fillna(False).astype(bool)]  # a run's branches are rows, not runs
+        runs = run_rows(runs)
         bad = runs[~runs["status"].isin(OK)]
         if len(bad):
             counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
@@ -193,8 +197,7 @@ def _check_runs(src: Source, dirs: list[str]) -> None:
 def provenance(dirs: list[str]) -> pd.DataFrame:
     """Per run: sweep, run, status, N, D, C, loss and the error of a failed run (the report's table)."""
     runs = runs_table(dirs)
-    if "cooldown" in runs:
-        runs = runs[~runs["cooldown"].fillna(False).astype(bool)]
+    runs = run_rows(runs)
     cols = [c for c in ("sweep", "run", "status", "params", "tokens", "flops", "lr", "batch_tokens", "loss_val",
                         "error") if c in runs.columns]
     return runs[cols] if len(runs) else runs

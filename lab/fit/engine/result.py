@@ -95,15 +95,15 @@ class FitResult:
         return predict_hparams(self.params, form, C=C, N=N, D=D)
 
     def health(self):
-        """This fit's :class:`~lab.fit.health.Verdict` under the default criteria. A loaded result
-        (no bootstrap draws) returns the verdict the fit saved (``diagnostics["health"]``), judged
-        when its draws were there, rather than re-judging without them."""
+        """This fit's :class:`~lab.fit.health.Verdict`: the one the fit attached when it was made
+        (``diagnostics["health"]``, judged with its bootstrap draws under the default criteria, so a
+        loaded result gives the same answer), else judged now."""
         from dataclasses import fields
 
         from lab.fit.health import Verdict, fit_health, hparams_health
 
         saved = (self.diagnostics or {}).get("health")
-        if not self.samples and isinstance(saved, dict) and "verdict" in saved:
+        if isinstance(saved, dict) and "verdict" in saved:
             keep = {f.name for f in fields(Verdict)}
             return Verdict(**{k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
                               for k, v in saved.items() if k in keep})
