@@ -47,6 +47,58 @@ def apply_rope(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch
     return (h * cos2 + h.flip(-2) * sin2).flatten(-2)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention of q (B, H, T, hd) over k, v (B, H_kv, T, hd); H a multiple of H_kv (GQA)."""
+    H, K = q.shape[1], k.shape[1]
+    if K == H:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if _SDPA_HAS_GQA:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    rep = H // K  # older torch: expand kv heads explicitly
+    return F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=True)
+
+
+_FUSED_RMS = hasattr(torch.ops.aten, "_fused_rms_norm")  # the forward kernel (its backward is CUDA-only)
+
+
+def _normalize(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / rms(x), 1 / rms(x)) over the last dimension."""
+    if _FUSED_RMS:
+        return torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], None, eps)
+    rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return x * rstd, rstd
+
+
+class _RMSNormFn(torch.autograd.Function):
+    """RMSNorm with one backward node: ``y = (x / rms(x)) * w``.
+
+    Autograd's own decomposition of ``F.rms_norm`` sends x three gradient terms (through its square,
+    its scaling and the residual stream), summed in an order that depends on the graph around it, so
+    the same rows gave different bits in a solo and a packed model. Here x gets one term, computed
+    row by row, and ``w``'s gradient is summed over the rows that share it (all of them for a (d,)
+    gain, each member's for a packed (K, 1, d) one), so both orders agree bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        xhat, rstd = _normalize(x, eps)
+        ctx.save_for_backward(x, rstd, w)
+        return xhat * w
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, rstd, w = ctx.saved_tensors
+        xhat, gw = x * rstd, g * w
+        dx = rstd * (gw - xhat * (gw * xhat).mean(-1, keepdim=True))
+        dw = (g * xhat).sum_to_size(w.shape) if ctx.needs_input_grad[1] else None
+        return dx, dw, None
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm (Zhang & Sennrich 2019) of the last dimension with gain ``w`` (broadcast over rows)."""
+    return _RMSNormFn.apply(x, w, eps)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -54,7 +106,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class Attention(nn.Module):
@@ -71,16 +123,7 @@ class Attention(nn.Module):
         q = apply_rope(F.linear(x, wq).view(B, T, H, hd), cos, sin).transpose(1, 2)
         k = apply_rope(F.linear(x, wk).view(B, T, K, hd), cos, sin).transpose(1, 2)
         v = F.linear(x, wv).view(B, T, K, hd).transpose(1, 2)
-        if K != H:
-            if _SDPA_HAS_GQA:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            else:  # older torch: expand kv heads explicitly
-                rep = H // K
-                y = F.scaled_dot_product_attention(
-                    q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=True
-                )
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = attention(q, k, v)
         return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
 
 

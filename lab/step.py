@@ -88,7 +88,7 @@ def evaluate(
     """Per-domain and weighted validation loss (nats/token) and bits-per-byte."""
     was_training = model.training
     model.eval()
-    out: dict[str, float] = {}
+    losses: dict[str, float] = {}
     for name, rows in val_sets.items():
         total, count = 0.0, 0
         for i in range(0, len(rows), micro):
@@ -100,12 +100,21 @@ def evaluate(
             )
             total += float(loss)
             count += chunk[:, 1:].numel()
-        out[f"loss_val_{name}"] = total / count
-        out[f"bpb_val_{name}"] = bits_per_byte(total / count, corpus.domains[name].val_bytes_per_token)
-    wsum = sum(w for n, w in weights.items() if n in val_sets)
-    out["loss_val"] = sum(w * out[f"loss_val_{n}"] for n, w in weights.items() if n in val_sets) / wsum
-    out["bpb_val"] = sum(w * out[f"bpb_val_{n}"] for n, w in weights.items() if n in val_sets) / wsum
+        losses[name] = total / count
     model.train(was_training)
+    return eval_summary(losses, corpus, weights)
+
+
+def eval_summary(losses: dict[str, float], corpus: TokenCorpus, weights: dict[str, float]) -> dict[str, float]:
+    """The evaluation's row from per-domain mean losses: ``loss_val_<domain>``, ``bpb_val_<domain>``
+    and the ``weights``-weighted ``loss_val`` and ``bpb_val``."""
+    out: dict[str, float] = {}
+    for name, loss in losses.items():
+        out[f"loss_val_{name}"] = loss
+        out[f"bpb_val_{name}"] = bits_per_byte(loss, corpus.domains[name].val_bytes_per_token)
+    wsum = sum(w for n, w in weights.items() if n in losses)
+    out["loss_val"] = sum(w * out[f"loss_val_{n}"] for n, w in weights.items() if n in losses) / wsum
+    out["bpb_val"] = sum(w * out[f"bpb_val_{n}"] for n, w in weights.items() if n in losses) / wsum
     return out
 
 

@@ -56,34 +56,39 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lab.checkpoint import (
-    CheckpointError,
-    UnreadableCheckpoint,
-    full_state,
-    load_checkpoint,
-    load_state,
-    read_jsonl,
-    save_checkpoint,
-    set_aside,
-    truncate_jsonl,
-)
+from lab.checkpoint import CheckpointError, full_state, load_state, read_jsonl, save_checkpoint
 from lab.config import RunConfig, to_run_config
 from lab.counting import micro_batch_sizes
 from lab.data import load_corpus
 from lab.data.mixture import MixtureSampler, validation_set
 from lab.data.shards import TokenCorpus
 from lab.hardware import Parallel, autocast_dtype, init_distributed, keep_freed_memory, pick_device, shard, world, wrap
-from lab.io import atomic_write_json, atomic_write_text, read_json, try_locked
+from lab.io import atomic_write_json, try_locked
 from lab.model import Transformer
 from lab.plan import RunPlan, plan_run
 from lab.record import failure_record, result_record
+from lab.runfolder import (
+    PROGRESS_EVERY_S,
+    append_jsonl,
+    check_same_corpus,
+    completed_record,
+    cooldown_row,
+    cut_back_line_files,
+    eval_due,
+    finish_message,
+    fresh_state,
+    hold_after_checkpoint,
+    metrics_row,
+    print_progress,
+    readable_checkpoint,
+    say,
+    start_line_files,
+    warn,
+    write_config,
+)
 from lab.schedule import lr_multiplier, warmup_steps
 from lab.step import evaluate, make_optimizer, train_step, update_gns
 from lab.trackers import Trackers
-
-PROGRESS_EVERY_S = 5.0  # a progress line at most this often (and at every evaluation)
-HOLD_ENV = "LAB_TEST_HOLD_AFTER_CKPT"  # test hook: see _hold_after_checkpoint
-HOLD_MAX_S = 300.0
 
 
 @dataclass
@@ -137,9 +142,9 @@ def train(cfg: RunConfig | Any) -> dict[str, Any]:
         cfg, recipe_sha = apply_recipe(cfg, load_recipe(cfg.recipe)), recipe_sha256(cfg.recipe)
     cfg.validate()
     run_dir = Path(cfg.run_dir)
-    prev = _completed(run_dir)
+    prev = completed_record(run_dir)
     if prev is not None:
-        _say(cfg, f"[train] {run_dir} already completed; skipping (delete result.json to rerun)")
+        say(cfg, f"[train] {run_dir} already completed; skipping (delete result.json to rerun)")
         return prev
     run_dir.mkdir(parents=True, exist_ok=True)
     if world()[0] != 0:  # rank 0 holds the run folder for the process group
@@ -151,17 +156,8 @@ def train(cfg: RunConfig | Any) -> dict[str, Any]:
             if world()[1] > 1:  # the other ranks are waiting for this one in init_process_group
                 raise RuntimeError(msg)
             return {"status": "busy", "error": msg, "run_dir": str(run_dir)}
-        prev = _completed(run_dir)  # the other process may have finished it while we waited
+        prev = completed_record(run_dir)  # the other process may have finished it while we waited
         return prev if prev is not None else _train(cfg, run_dir, recipe_sha)
-
-
-def _completed(run_dir: Path) -> dict[str, Any] | None:
-    """The record of a completed run in ``run_dir``, else None (a damaged record is not a completed one)."""
-    try:
-        prev = read_json(run_dir / "result.json")
-    except (OSError, ValueError):
-        return None
-    return prev if isinstance(prev, dict) and prev.get("status") == "completed" else None
 
 
 def _train(cfg: RunConfig, run_dir: Path, recipe_sha: str | None) -> dict[str, Any]:
@@ -193,12 +189,12 @@ def launch(cfg: RunConfig | Any) -> dict[str, Any]:
         from lab.recipe.format import load_recipe, recipe_sha256
 
         if result.get("status") == "completed" and result.get("recipe_sha256") != recipe_sha256(cfg.recipe):
-            _warn(f"[train] {cfg.run_dir} holds a completed run not trained from {cfg.recipe}; no back-test "
+            warn(f"[train] {cfg.run_dir} holds a completed run not trained from {cfg.recipe}; no back-test "
                   "(use another run_dir to train this recipe)")
             return result
         bt = after_recipe_run(load_recipe(cfg.recipe), result, cfg.run_dir)
         if bt is not None:
-            _say(cfg, report(bt))
+            say(cfg, report(bt))
     return result
 
 
@@ -222,7 +218,7 @@ def setup(cfg: RunConfig, run_dir: Path) -> Session:
     plan = plan_run(cfg, corpus)
     _check_layout(cfg, plan, procs)
     if rank == 0:
-        _write_config(cfg, plan, run_dir)
+        write_config(cfg, plan, run_dir)
     torch.manual_seed(t.seed)
     model = Transformer(plan.shape, cfg.model).to(device)
     real = model.param_groups()
@@ -257,52 +253,25 @@ def _check_layout(cfg: RunConfig, plan: RunPlan, procs: int) -> None:
 
 def resume(s: Session) -> dict[str, Any]:
     """The loop's state: from the checkpoint when there is one (metrics cut back to it), else fresh."""
-    state = {"step": 0, "elapsed": 0.0, "initial_loss": None, "win_loss": 0.0, "win_n": 0, "resumes": 0,
-             "gns_G2": None, "gns_S": None}
-    ckpt = _safe_checkpoint(s)
+    state = fresh_state()
+    ckpt = readable_checkpoint(s.ckpt_path, strict=s.world > 1)
     if ckpt is not None:
-        _check_same_corpus(s, ckpt)
+        check_same_corpus(s.cfg, ckpt, s.corpus.fingerprint, s.ckpt_path)
         load_state(s.model, s.optimizer, ckpt, s.par.fsdp)
         state = ckpt["state"]
         state["resumes"] += 1
         if s.rank == 0:
-            bad = truncate_jsonl(s.metrics_path, state["step"]) + truncate_jsonl(
-                s.cooldowns_path, state["step"], key="branch_start")
-            if bad:
-                _warn(f"[train] dropped {bad} torn or garbage line(s) from {s.metrics_path.name}/"
-                      f"{s.cooldowns_path.name} (a kill mid-write); the steps after the checkpoint run again")
-        _say(s.cfg, f"[train] resuming {s.run_dir} from step {state['step']}/{s.plan.steps}")
-    elif s.metrics_path.exists() and s.rank == 0:
-        s.metrics_path.unlink()  # a run that died before its first checkpoint starts over
-        s.cooldowns_path.unlink(missing_ok=True)
+            cut_back_line_files(s.run_dir, state["step"])
+        say(s.cfg, f"[train] resuming {s.run_dir} from step {state['step']}/{s.plan.steps}")
+    elif s.rank == 0:
+        start_line_files(s.run_dir)
     _announce(s)
     return state
 
 
-def _safe_checkpoint(s: Session) -> dict[str, Any] | None:
-    """The checkpoint, loaded safely; an unreadable one is set aside (kept) and the run starts over."""
-    try:
-        return load_checkpoint(s.ckpt_path)
-    except UnreadableCheckpoint as e:
-        if s.world > 1:
-            raise ValueError(f"checkpoint {e}; move it away (or delete it) to start the run over") from None
-        moved = set_aside(s.ckpt_path)
-        _warn(f"[train] checkpoint unreadable ({e}); kept as {moved.name}; starting the run over from step 0")
-        return None
-
-
-def _check_same_corpus(s: Session, ckpt: dict[str, Any]) -> None:
-    """Refuse to resume on data that changed since the checkpoint (files added to a user corpus, say)."""
-    was, now = ckpt.get("corpus"), s.corpus.fingerprint
-    if was is not None and was != now:
-        raise ValueError(f"data.corpus: {s.cfg.data.corpus!r} changed since {s.ckpt_path} was written (fingerprint "
-                         f"{was} -> {now}); resuming would continue on different data. Restore the corpus, or "
-                         f"delete {s.ckpt_path} to start the run over")
-
-
 def _announce(s: Session) -> None:
     p, c, sh = s.plan, s.plan.counts, s.plan.shape
-    _say(
+    say(
         s.cfg,
         f"[train] N={c['params']:,} (total {c['params_total']:,}) layers={sh.num_layers} d={sh.d_model} "
         f"heads={sh.num_heads}/{sh.num_kv_heads} ff={sh.d_ff} | D={p.tokens:.4g} C={p.flops:.4g} "
@@ -382,23 +351,12 @@ def run_steps(s: Session, state: dict[str, Any]) -> Outcome:
 
 def _log_row(s: Session, state: dict, clock: dict, last: dict, done: int, diverged: bool, metrics, trackers) -> None:
     """One metrics row: the window's mean loss, LR, grad norm, throughput; an evaluation when one is due."""
-    t, plan, B = s.cfg.train, s.plan, s.cfg.train.batch_tokens
+    t, plan = s.cfg.train, s.plan
     now = time.time()
     elapsed = state["elapsed"] + (now - clock["seg_start"])
-    row = {
-        "step": done,
-        "tokens": float(done * B),
-        "flops": float(done * B) * plan.flops_per_token,
-        "loss": state["win_loss"] / state["win_n"],
-        **({"gns_B_noise": state["gns_S"] / state["gns_G2"] if state["gns_G2"] else float("nan")}
-           if t.gns else {}),
-        "lr": last["lr"],
-        "grad_norm": last["grad_norm"],
-        "tokens_per_s": clock["seg_tokens"] / max(1e-9, now - clock["seg_start"]),
-        "elapsed_s": elapsed,
-    }
-    state["win_loss"], state["win_n"] = 0.0, 0
-    if (done % plan.eval_every == 0 or done == plan.steps) and not diverged and (s.rank == 0 or s.par.fsdp):
+    row = metrics_row(s.cfg, plan, state, last, done, elapsed,
+                      clock["seg_tokens"] / max(1e-9, now - clock["seg_start"]))
+    if eval_due(plan, done) and not diverged and (s.rank == 0 or s.par.fsdp):
         last["eval"] = evaluate(s.model, s.val_sets, s.corpus, plan.val_weights, plan.micro_batch, s.device, s.dtype)
         row.update(last["eval"])
     metrics.write(json.dumps(row) + "\n")
@@ -406,7 +364,7 @@ def _log_row(s: Session, state: dict, clock: dict, last: dict, done: int, diverg
     trackers.log(row)
     if t.progress and s.rank == 0 and ("loss_val" in row or done == plan.steps
                                        or now - clock["last_print"] >= PROGRESS_EVERY_S):
-        _progress(s.cfg, row, plan.steps, elapsed, plan.flops_per_token)
+        print_progress(row, plan.steps, elapsed, plan.flops_per_token)
         clock["last_print"] = now
 
 
@@ -419,32 +377,15 @@ def _checkpoint(s: Session, state: dict, clock: dict, done: int) -> None:
     if s.rank == 0:
         save_checkpoint(s.ckpt_path, {"model": model_sd, "optimizer": optim_sd, "state": state,
                                       "corpus": s.corpus.fingerprint})
-        if _hold_after_checkpoint(state):
+        if hold_after_checkpoint(state):
             clock["seg_start"] = time.time()
-
-
-def _hold_after_checkpoint(state: dict) -> bool:
-    """Test hook: while the file named by ``$LAB_TEST_HOLD_AFTER_CKPT`` exists, a run that has not
-    resumed yet waits after each checkpoint (up to HOLD_MAX_S).
-
-    Tests that kill, cancel or preempt a run mid-way use it so the signal lands while the run is
-    between a checkpoint and its end, however fast the machine. A resumed run never holds. Unset: no-op.
-    """
-    path = os.environ.get(HOLD_ENV)
-    if not path or state["resumes"] > 0 or not os.path.exists(path):
-        return False
-    deadline = time.time() + HOLD_MAX_S
-    while os.path.exists(path) and time.time() < deadline:
-        time.sleep(0.05)
-    return True
 
 
 def _branch(s: Session, start: int) -> None:
     """Run the cooldown branch that starts at ``start`` and append its row to ``cooldowns.jsonl``."""
     row = _cooldown_branch(s, start)
-    with open(s.cooldowns_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-    _say(s.cfg, f"  cooldown branch to D={row['tokens']:.4g}: loss_val {row['loss_val']:.4f}")
+    append_jsonl(s.cooldowns_path, row)
+    say(s.cfg, f"  cooldown branch to D={row['tokens']:.4g}: loss_val {row['loss_val']:.4f}")
 
 
 def _cooldown_branch(s: Session, start: int) -> dict:
@@ -467,9 +408,7 @@ def _cooldown_branch(s: Session, start: int) -> dict:
     ev = evaluate(s.model, s.val_sets, s.corpus, plan.val_weights, plan.micro_batch, s.device, s.dtype)
     s.model.load_state_dict(saved["model"])
     s.optimizer.load_state_dict(saved["optimizer"])
-    tokens = float(end * t.batch_tokens)
-    return {"branch_start": start, "step": end, "tokens": tokens, "flops": tokens * plan.flops_per_token,
-            "branch_flops": (end - start) * t.batch_tokens * plan.flops_per_token, **ev}
+    return cooldown_row(plan, t.batch_tokens, start, end, ev)
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,20 +434,8 @@ def finish(s: Session, state: dict[str, Any], out: Outcome) -> dict[str, Any]:
     atomic_write_json(s.run_dir / "result.json", result)
     if out.status == "completed" and s.ckpt_path.exists() and not cfg.train.keep_ckpt:
         s.ckpt_path.unlink()
-    _say(
-        cfg,
-        f"[train] {out.status}: loss_val={result['loss_val']:.4f} nats/token, bpb_val={result['bpb_val']:.4f} "
-        f"| {result['tokens_per_s']:,.0f} tok/s, {result['flops_per_s'] / 1e9:.1f} GFLOP/s | {out.wall_s:.1f}s "
-        f"-> {s.run_dir}",
-    )
+    say(cfg, finish_message(result, out.wall_s, s.run_dir))
     return result
-
-
-def _write_config(cfg: RunConfig, plan: RunPlan, run_dir: Path) -> None:
-    from omegaconf import OmegaConf
-
-    doc = {"config": asdict(cfg), "derived": plan.derived()}
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
 
 
 class _NoTrackers:
@@ -519,28 +446,6 @@ class _NoTrackers:
 
     def close(self) -> None:
         pass
-
-
-def _warn(msg: str) -> None:
-    """Something the user must see (progress off or not): stderr, rank 0."""
-    if world()[0] == 0:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def _say(cfg: RunConfig, msg: str) -> None:
-    if cfg.train.progress and world()[0] == 0:
-        print(msg, flush=True)
-
-
-def _progress(cfg: RunConfig, row: dict[str, Any], steps: int, elapsed: float, fpt: float) -> None:
-    eta = elapsed / row["step"] * (steps - row["step"])
-    val = f" | val {row['loss_val']:.4f} ({row['bpb_val']:.3f} bpb)" if "loss_val" in row else ""
-    print(
-        f"  step {row['step']:>6d}/{steps} | loss {row['loss']:.4f} | lr {row['lr']:.2e} | "
-        f"{row['tokens_per_s'] / 1e3:7.1f}k tok/s {row['tokens_per_s'] * fpt / 1e9:6.1f} GFLOP/s | "
-        f"eta {eta:5.0f}s{val}",
-        flush=True,
-    )
 
 
 def _hydra_main() -> None:

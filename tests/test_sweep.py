@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lab.sweep import SWEEPS, expand_grid, plan_jobs
-from lab.train import HOLD_ENV
+from lab.runfolder import HOLD_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 

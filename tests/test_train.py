@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab.train import HOLD_ENV, train
+from lab.runfolder import HOLD_ENV
+from lab.train import train
 from tests.conftest import tiny_run
 
 ROOT = Path(__file__).resolve().parent.parent
