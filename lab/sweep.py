@@ -26,12 +26,13 @@ import os
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from lab.config import DesignConfig, RunConfig, SweepConfig, register_configs, to_run_config
 from lab.schedule import check_warmup
+from lab.pack.launch import clear_packs, memory_budget, pack_configs, plan_packs, role, write_packs
 from lab.designs import (
     RunSpec,
     ShapeRule,
@@ -49,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS, CONF = ROOT / "sweeps", ROOT / "conf"
 PROGRESS_EVERY_S = 15.0
 _ENDED: dict[str, Any] = {}  # the driver's callback leaves the finished sweep's counts here for main()
+_PLANNED: dict[str, Any] = {}  # main() leaves the planned jobs here for the driver's callback (packs.json)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,15 +234,25 @@ def _compose(config_name: str, overrides: list[str]):
         raise ValueError(str(e).strip().splitlines()[0]) from None
 
 
-def plan_jobs(config_name: str, overrides: list[str], exclude_keys: Sequence[str] = ()
-              ) -> list[tuple[list[str], SweepConfig, RunSpec]]:
+@dataclass
+class Job:
+    """One planned job of a sweep: its overrides, its run config (design applied), its spec, and the
+    name of its run folder under the sweep folder (Hydra's ``override_dirname``)."""
+
+    overrides: list[str]
+    cfg: SweepConfig
+    spec: RunSpec
+    folder: str
+
+
+def plan_jobs(config_name: str, overrides: list[str], exclude_keys: Sequence[str] = ()) -> list[Job]:
     """Compose and validate every job of a sweep; raises ValueError before anything runs.
     ``exclude_keys``: those the command line adds to hydra.job.config.override_dirname.exclude_keys."""
     base = _compose(config_name, [o for o in overrides if not _is_sweep(o)])
     grid = expand_grid(dict(base.hydra.sweeper.params or {}), overrides)
     jobs = []
     for job_overrides in grid:
-        _check_folder_name(base, job_overrides, exclude_keys)
+        folder = _folder_name(base, job_overrides, exclude_keys)
         cfg = to_run_config(_compose(config_name, job_overrides), SweepConfig)
         try:
             run_cfg, spec = job_config(cfg)
@@ -248,22 +260,26 @@ def plan_jobs(config_name: str, overrides: list[str], exclude_keys: Sequence[str
             continue
         except ValueError as e:
             raise ValueError(f"job {' '.join(job_overrides)}: {e}") from None
-        jobs.append((job_overrides, run_cfg, spec))
+        jobs.append(Job(job_overrides, run_cfg, spec, folder))
     return jobs
 
 
-def _check_folder_name(base: Any, job_overrides: list[str], exclude_keys: Sequence[str] = ()) -> None:
-    """A run folder is named by its overrides (Hydra's override_dirname); one longer than a file name
-    may be (255 bytes) would fail inside the job, after the sweep launched."""
-    excluded = set((base.hydra.job.config.override_dirname or {}).get("exclude_keys") or []) | set(exclude_keys)
+def _folder_name(base: Any, job_overrides: list[str], exclude_keys: Sequence[str] = ()) -> str:
+    """The job's run folder name, as Hydra makes it (``override_dirname``: the overrides not excluded,
+    sorted, joined). One longer than a file name may be (255 bytes) would fail inside the job, after
+    the sweep launched: refused here."""
+    od = base.hydra.job.config.override_dirname or {}
+    excluded = set(od.get("exclude_keys") or []) | set(exclude_keys)
     key = lambda o: o.split("=", 1)[0].lstrip("+~")  # noqa: E731
-    name = ",".join(sorted(o for o in job_overrides if key(o) not in excluded))
+    name = (od.get("item_sep") or ",").join(sorted(o for o in job_overrides if key(o) not in excluded))
+    name = name.replace("=", od.get("kv_sep") or "=")
     if len(name.encode()) > 255:
         longest = key(max((o for o in job_overrides if key(o) not in excluded), key=len))
         raise ValueError(f"the run folder name of job {' '.join(job_overrides)[:80]}... would be {len(name.encode())} "
                          f"bytes, over the 255 a file name may have: keep long shared settings out of it with "
                          f"hydra.job.config.override_dirname.exclude_keys=[...,{longest}] (each run's config.yaml "
                          "still records them)")
+    return name
 
 
 def exclude_keys_of(argv: Sequence[str]) -> list[str]:
@@ -314,16 +330,31 @@ def speed_probe(specs: list[RunSpec], cfg: SweepConfig, steps: int = 3) -> float
     return sum(rates) / len(rates) if rates else 0.0
 
 
-def print_plan(config_name: str, overrides: list[str], probe: bool = True, exclude_keys: Sequence[str] = ()
-               ) -> list[RunSpec]:
+def print_plan(config_name: str, overrides: list[str], probe: bool = True, exclude_keys: Sequence[str] = (),
+               pack: bool = True) -> list[Job]:
     jobs = plan_jobs(config_name, overrides, exclude_keys)
-    specs = [s for _, _, s in jobs]
+    specs = [j.spec for j in jobs]
     workers = default_workers()
-    rate = speed_probe(specs, jobs[0][1]) * workers if probe else None
+    rate = speed_probe(specs, jobs[0].cfg) * workers if probe else None
     print(f"[sweep] {config_name}: {len(jobs)} jobs, {workers} local workers")
-    shown = [s if s.mixture != "natural" else replace(s, mixture=cfg.data.mixture) for _, cfg, s in jobs]
+    shown = [j.spec if j.spec.mixture != "natural" else replace(j.spec, mixture=j.cfg.data.mixture) for j in jobs]
     print(plan_table(shown, rate))  # a data.mixture override is what the runs train on
-    return specs
+    if pack:
+        packs = pack_plan(jobs, workers, memory_budget(True, workers, None))
+        sizes = sorted((len(p) for p in packs), reverse=True)
+        print(f"[sweep] packing: {len(jobs)} runs in {len(packs)} processes (members per pack: "
+              f"{', '.join(map(str, sizes))}); --no-pack trains one run per process")
+    return jobs
+
+
+def pack_plan(jobs: Sequence[Job], workers: int, budget: float, skip: Sequence[str] = ()) -> list[list[str]]:
+    """The sweep's packs (lists of run folder names; :func:`lab.pack.launch.plan_packs`), leaving out
+    the runs in ``skip`` (completed)."""
+    from lab.counting import shape_from_config
+
+    planned = [(j.folder, j.cfg, shape_from_config(j.cfg.model, _rule(j.cfg).vocab_size, j.cfg.data.seq_len),
+                j.spec.flops) for j in jobs if j.folder not in set(skip)]
+    return plan_packs(planned, workers, budget)
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,8 +409,14 @@ def run_job(cfg: Any) -> str:
     scfg = to_run_config(cfg, SweepConfig)
     scfg.run_dir = hc.runtime.output_dir
     local = "LocalLauncher" in str(hc.launcher.get("_target_", ""))
+    who, pack = role(Path(hc.sweep.dir), Path(scfg.run_dir).name)
+    if who == "follower":  # the pack's first job trains this run into this folder
+        print(f"[sweep] {Path(scfg.run_dir).name}: trained in the pack of {pack['members'][0]['name']}", flush=True)
+        return "packed"
     _write_job_info(Path(scfg.run_dir), local)
     try:
+        if who == "leader":
+            return _train_pack_job(Path(hc.sweep.dir), pack, local)
         try:
             run_cfg, _ = job_config(scfg)
         except DuplicatePoint as e:  # recorded, so the table and the progress count it as done
@@ -403,7 +440,21 @@ def run_job(cfg: Any) -> str:
         return "failed"
 
 
-def _write_job_info(run_dir: Path, local: bool) -> None:
+def _train_pack_job(sweep_dir: Path, pack: dict[str, Any], local: bool) -> str:
+    """The leader's job: train every member of its pack (each into its own folder); its own status."""
+    from lab.pack.train import train_pack
+
+    cfgs = pack_configs(sweep_dir, pack)
+    for c in cfgs[1:]:
+        _write_job_info(Path(c.run_dir), local, leader=cfgs[0].run_dir)
+    slot = worker_slot(default_workers(), sweep_dir / ".slots") if local else contextlib.nullcontext(0)
+    with slot as i:
+        if local and default_workers() and _has_cuda():
+            os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(i))
+        return train_pack(cfgs, budget_bytes=pack["budget_bytes"])[0]["status"]
+
+
+def _write_job_info(run_dir: Path, local: bool, leader: str | None = None) -> None:
     """Where this attempt ran (host, pid, Slurm job id): provenance, and the handle to cancel it."""
     from lab.io import atomic_write_json
 
@@ -413,8 +464,10 @@ def _write_job_info(run_dir: Path, local: bool) -> None:
         slurm = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '0')}"
     elif env.get("SLURM_JOB_ID"):
         slurm = env["SLURM_JOB_ID"]
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "job.json", {
         "launcher": "local" if local else "slurm", "host": os.uname().nodename, "pid": os.getpid(),
+        "pack_leader": leader,
         "slurm_job_id": slurm, "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", 0)),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
@@ -468,6 +521,7 @@ class SweepCallback(Callback):  # type: ignore[misc]
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         hc = config.hydra  # HydraConfig.get() is not set yet in the driver's callbacks
         sweep_dir = Path(hc.sweep.dir)
+        _write_pack_plan(sweep_dir, hc.launcher)
         total = len(expand_grid(dict(hc.sweeper.params or {}), list(hc.overrides.task)))
         self._t0 = time.time()
         self._thread = threading.Thread(target=self._progress, args=(sweep_dir, total), daemon=True)
@@ -501,6 +555,25 @@ class SweepCallback(Callback):  # type: ignore[misc]
         if len(tables.runs):
             print(f"[sweep] tables: {save_table(tables.runs, sweep_dir / 'runs.parquet')}, "
                   f"{save_table(tables.curves, sweep_dir / 'curves.parquet') if len(tables.curves) else '(no curves)'}")
+
+
+def _write_pack_plan(sweep_dir: Path, launcher: Any) -> None:
+    """``packs.json`` for this launch: the planned runs not yet completed, packed (or no packs, with
+    ``--no-pack`` or when main() planned nothing)."""
+    jobs = _PLANNED.get("jobs")
+    if not jobs or not _PLANNED.get("pack"):
+        clear_packs(sweep_dir)
+        return
+    from lab.runfolder import completed_record
+
+    local = "LocalLauncher" in str(launcher.get("_target_", ""))
+    budget = memory_budget(local, default_workers(), launcher.get("mem_gb"))
+    done = [j.folder for j in jobs if completed_record(sweep_dir / j.folder) is not None]
+    packs = pack_plan(jobs, default_workers(), budget, skip=done)
+    write_packs(sweep_dir, packs, {j.folder: j.cfg for j in jobs}, budget)
+    if any(len(p) > 1 for p in packs):
+        print(f"[sweep] {sum(len(p) for p in packs)} runs to train in {len(packs)} processes "
+              f"(packs of {', '.join(str(len(p)) for p in packs)})", flush=True)
 
 
 def check_slurm() -> None:
@@ -539,15 +612,15 @@ def _split_argv(argv: list[str]) -> tuple[str, list[str]]:
 
 def main() -> None:
     argv = sys.argv[1:]
-    plan_only = "--plan" in argv
-    argv = [a for a in argv if a != "--plan"]
+    plan_only, pack = "--plan" in argv, "--no-pack" not in argv
+    argv = [a for a in argv if a not in ("--plan", "--no-pack")]
     try:
         name, overrides = _split_argv(argv)
         if any(a.replace(" ", "") in ("hydra/launcher=slurm", "hydra/launcher=submitit_slurm") for a in argv):
             check_slurm()
         # Compose and validate every job, and print the plan, before anything is launched.
-        print_plan(name, overrides, probe=plan_only or os.environ.get("LAB_SWEEP_PROBE", "1") != "0",
-                   exclude_keys=exclude_keys_of(argv))
+        jobs = print_plan(name, overrides, probe=plan_only or os.environ.get("LAB_SWEEP_PROBE", "1") != "0",
+                          exclude_keys=exclude_keys_of(argv), pack=pack)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -559,11 +632,12 @@ def main() -> None:
         sys.exit(2)
     import hydra
 
+    import lab.sweep as this  # the driver's callback runs in the imported module, not in __main__
+
+    this._PLANNED.update(jobs=jobs, pack=pack)
     register_configs()
     sys.argv = [sys.argv[0], *argv, f"hydra.searchpath=[file://{CONF}]"]
     hydra.main(version_base="1.3", config_path=str(SWEEPS), config_name=None)(run_job)()
-    import lab.sweep as this  # the callback ran in the imported module, not in __main__
-
     sys.exit(_exit_status(this._ENDED.get("counts"), this._ENDED.get("dir")))
 
 

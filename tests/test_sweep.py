@@ -26,7 +26,8 @@ def test_expand_grid_is_the_cartesian_product():
 def test_every_design_composes_and_validates(design, fixture_corpus):
     jobs = plan_jobs(design, ["data=fixture"])
     assert len(jobs) >= 4
-    for _, cfg, spec in jobs:
+    for j in jobs:
+        cfg, spec = j.cfg, j.spec
         assert cfg.train.threads == 1 and spec.flops > 0 and spec.tokens >= cfg.train.batch_tokens
 
 
@@ -69,6 +70,27 @@ def test_local_smoke_sweep_and_idempotent_relaunch(tmp_path, fixture_corpus):
     again = _sweep(out)
     assert again.returncode == 0
     assert {r: json.loads((out / r / "result.json").read_text())["wall_s"] for r in runs["run"]} == walls
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_equals_the_unpacked_one(tmp_path, fixture_corpus):
+    """batch_lr_smoke packs its same-shape, same-batch runs (packs.json); every run folder holds what
+    the same sweep with --no-pack writes, bit for bit (but time and the pack size)."""
+    env = {**os.environ, "LAB_SWEEP_PROBE": "0"}
+    tables = {}
+    for flag in ("", "--no-pack"):
+        out = tmp_path / (flag or "packed")
+        cmd = [sys.executable, "-m", "lab.sweep", "-cn", "batch_lr_smoke", "-m", f"hydra.sweep.dir={out}",
+               *([flag] if flag else [])]
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        tables[flag] = pd.read_parquet(out / "runs.parquet").set_index("run").sort_index()
+        packs = json.loads((out / "packs.json").read_text())["packs"] if (out / "packs.json").exists() else []
+        assert (len(packs) == 2 and all(len(p) == 4 for p in packs)) if not flag else not packs
+    packed, solo = tables[""], tables["--no-pack"]
+    assert (packed["pack_members"] == 4).all() and (solo["pack_members"] == 1).all()
+    same = [c for c in solo.columns if c not in ("wall_s", "tokens_per_s", "flops_per_s", "run_dir", "pack_members", "sweep")]
+    pd.testing.assert_frame_equal(packed[same], solo[same])
 
 
 @pytest.mark.slow
@@ -194,7 +216,8 @@ def test_design_points_take_batch_and_lr_from_a_fitted_law(tmp_path, fixture_cor
     path.write_text(json.dumps(law))
     jobs = plan_jobs("isoflop", ["data=fixture", f"design.hparams={path}"])
     by_budget: dict[float, set] = {}
-    for _, cfg, spec in jobs:
+    for j in jobs:
+        cfg, spec = j.cfg, j.spec
         C = cfg.design.budget
         b_opt, lr = predict_hparams(law, "C", C=C)
         assert cfg.train.lr == pytest.approx(lr) and cfg.train.batch_tokens == batch_for(b_opt, cfg.data.seq_len)
@@ -202,7 +225,7 @@ def test_design_points_take_batch_and_lr_from_a_fitted_law(tmp_path, fixture_cor
         by_budget.setdefault(C, set()).add((cfg.train.batch_tokens, cfg.train.lr))
     assert all(len(v) == 1 for v in by_budget.values()) and len({v.pop() for v in by_budget.values()}) == 3
     kaplan = plan_jobs("kaplan", ["data=fixture", f"design.hparams={path}"])
-    assert len({cfg.train.lr for _, cfg, _ in kaplan}) > 1  # form C evaluated at each point's own C
+    assert len({j.cfg.train.lr for j in kaplan}) > 1  # form C evaluated at each point's own C
     path.write_text('{"law": "chinchilla approach 3"}')
     with pytest.raises(ValueError, match="design.hparams: .* is not a fitted batch/LR law"):
         plan_jobs("isoflop", ["data=fixture", f"design.hparams={path}"])

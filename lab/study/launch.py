@@ -61,9 +61,9 @@ def plan_flops(design: str, axes: Sequence[str], fixed: Sequence[str], probe: bo
 
     jobs = plan_jobs(design, [*fixed, *axes], _exclude_keys(fixed))
     total = 0.0
-    for _, cfg, spec in jobs:  # a branch of D tokens costs its decay, decay * D, beyond the main run
-        total += spec.flops + sum(cfg.train.decay * d * spec.flops / spec.tokens for d in spec.cooldowns)
-    rate = speed_probe([s for _, _, s in jobs], jobs[0][1]) * default_workers() if probe and jobs else None
+    for j in jobs:  # a branch of D tokens costs its decay, decay * D, beyond the main run
+        total += j.spec.flops + sum(j.cfg.train.decay * d * j.spec.flops / j.spec.tokens for d in j.spec.cooldowns)
+    rate = speed_probe([j.spec for j in jobs], jobs[0].cfg) * default_workers() if probe and jobs else None
     return len(jobs), float(total), rate
 
 
