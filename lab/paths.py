@@ -1,4 +1,4 @@
-"""Where the lab keeps data it builds: corpora, staging downloads, tokenizers.
+"""Where the lab keeps data it builds: corpora, staging downloads, tokenizers, compiled kernels.
 
 ``LAB_HOME`` (environment) overrides the default ``~/.cache/lab``. Nothing here is committed to
 the repository; everything is rebuilt deterministically on demand.
@@ -24,6 +24,11 @@ def corpus_dir(name: str, root: str | os.PathLike | None = None) -> Path:
 def stage_dir(root: str | os.PathLike | None = None) -> Path:
     """Folder where downloaded source packages are staged before extraction."""
     return Path(root or lab_home()) / "stage"
+
+
+def kernels_dir() -> Path:
+    """Compiled CPU kernels (:mod:`lab.kernels`), one shared object per source, compiler and CPU."""
+    return lab_home() / "kernels"
 
 
 def reference_dir() -> Path | None:

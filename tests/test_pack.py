@@ -15,7 +15,7 @@ import torch
 from lab.config import ModelConfig
 from lab.counting import resolve_shape, shape_from_config
 from lab.model import Transformer
-from lab.pack.group import Item, group_runs, pack_micro
+from lab.pack.grouping import Item, group_runs, pack_micro
 from lab.pack.model import PackedTransformer
 from lab.pack.train import train_pack
 from lab.runfolder import HOLD_ENV
@@ -190,8 +190,9 @@ def test_a_killed_pack_resumes_every_member_and_solo_resumes_a_member(tmp_path, 
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_PACK, str(root), str(synthetic_corpus), "10"], cwd=ROOT,
                             env={**os.environ, HOLD_ENV: str(hold)})
     deadline = time.time() + 120
-    while not (root / "base" / "ckpt.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    members = [root / n / "ckpt.pt" for n in ("base", "lr_seed", "wsd")]
+    while not all(c.exists() for c in members) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # the pack holds once every member due has written its checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     hold.unlink()

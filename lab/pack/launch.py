@@ -1,7 +1,7 @@
 """A sweep's packs: planned by the sweep's driver, trained by each pack's first job.
 
 The driver (:mod:`lab.sweep`) plans every job before launch, so it knows which runs share a shape.
-:func:`plan_packs` groups them (:func:`lab.pack.group.group_runs`: same pack key and micro-batch, so a
+:func:`plan_packs` groups them (:func:`lab.pack.grouping.group_runs`: same pack key and micro-batch, so a
 member computes the same bits as its solo run; within a memory bound; at least one pack per worker
 where it can) and :func:`write_packs` leaves the plan in ``<sweep dir>/packs.json`` before any job
 starts. Hydra still launches one job per run, so run folders, the Slurm array and relaunches are
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from lab.config import RunConfig, SweepConfig, to_run_config
 from lab.counting import Shape, counts
 from lab.io import atomic_write_json, read_json
-from lab.pack.group import Item, bytes_per_token, group_runs, pack_key, state_bytes
+from lab.pack.grouping import Item, bytes_per_token, group_runs, pack_key, state_bytes
 
 PACKS_FILE = "packs.json"
 LOCAL_MEMORY_SHARE = 0.5  # of the machine's memory, split between the local workers

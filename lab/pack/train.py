@@ -26,7 +26,6 @@ A cooldown branch forks the members that reach its start at the same step into a
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,8 +42,9 @@ from lab.data.shards import TokenCorpus
 from lab.hardware import autocast, autocast_dtype, keep_freed_memory, pick_device
 from lab.io import atomic_write_json, try_locked
 from lab.model import Transformer
-from lab.pack.group import key_difference, pack_key, pack_micro
+from lab.pack.grouping import key_difference, pack_key, pack_micro
 from lab.pack.model import PackedTransformer
+from lab.pack.step import Group, Hardware
 from lab.plan import RunPlan, plan_run
 from lab.record import failure_record, result_record
 from lab.runfolder import (
@@ -66,7 +66,7 @@ from lab.runfolder import (
     write_config,
 )
 from lab.schedule import lr_multiplier, warmup_steps
-from lab.step import eval_summary, make_optimizer
+from lab.step import eval_summary
 from lab.trackers import Trackers
 
 DEFAULT_BUDGET_BYTES = 2 * 1024**3  # activations of one pack, unless the caller says otherwise
@@ -126,9 +126,7 @@ class Lane:
 class Context:
     """What every member shares: hardware, the corpus, the validation windows, the micro-batch."""
 
-    device: torch.device
-    dtype: torch.dtype | None
-    use_compile: bool
+    hw: Hardware
     corpus: TokenCorpus
     val_sets: dict[str, torch.Tensor]
     micro: int  # sequences per member per forward
@@ -136,65 +134,10 @@ class Context:
     pack_members: int  # members the pack started with (the record's pack_members)
 
     def hardware(self) -> dict[str, Any]:
-        return {"device": self.device.type, "dtype": "bfloat16" if self.dtype else "float32",
+        """The record's hardware fields."""
+        return {"device": self.hw.device.type, "dtype": "bfloat16" if self.hw.dtype else "float32",
                 "threads": torch.get_num_threads(), "world_size": 1, "parallel": "none",
                 "pack_members": self.pack_members}
-
-
-class Group:
-    """The packed model, each member's solo view and optimizer, and how it runs; rebuilt smaller
-    when members leave (:meth:`select`)."""
-
-    def __init__(self, model: PackedTransformer, configs: list[RunConfig], ctx: Context,
-                 optim_states: list[dict] | None = None):
-        self.model, self.configs, self.ctx = model, configs, ctx
-        self.views = [model.member_view(k) for k in range(model.members)]
-        self.opts = [make_optimizer(v, c.train) for v, c in zip(self.views, configs)]
-        self.params = list(model.parameters())  # named_parameters order, a tied weight once
-        packed = {solo: p for (_, p), solo in zip(model.named_parameters(), model.solo_names().values())}
-        # (packed parameter, member k's view of it) in the solo model's order (clipping sums in it)
-        self._pairs = [[(packed[n], vp) for n, vp in v.named_parameters()] for v in self.views]
-        for opt, st in zip(self.opts, optim_states or []):
-            if st is not None:
-                opt.load_state_dict(st)
-        self.fwd = torch.compile(model) if ctx.use_compile else model
-
-    def select(self, members: list[int], copy_state: bool = False) -> "Group":
-        """A group of the listed members (copies of their weights; optimizer state moved, or copied)."""
-        states = [self.opts[k].state_dict() for k in members]
-        if copy_state:
-            states = copy.deepcopy(states)
-        grads = {n: p.grad for n, p in self.model.named_parameters()}
-        out = Group(self.model.select(members), [self.configs[k] for k in members], self.ctx, states)
-        idx = torch.tensor(members, device=self.ctx.device)
-        for n, p in out.model.named_parameters():  # members mid-batch keep what they accumulated
-            if grads[n] is not None:
-                p.grad = grads[n].index_select(0, idx)
-        return out
-
-    def step(self, k: int, lr: float) -> float:
-        """Member k's optimizer step at ``lr``: clip and step, as :func:`lab.step.train_step` does
-        after its last micro-batch; returns the pre-clip gradient norm."""
-        opt, clip, pairs = self.opts[k], self.configs[k].train.grad_clip, self._pairs[k]
-        for p, vp in pairs:
-            vp.grad = p.grad[k]
-        gnorm = torch.nn.utils.clip_grad_norm_([vp for _, vp in pairs], clip if clip > 0 else float("inf"))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.step()
-        for _, vp in pairs:
-            vp.grad = None
-        return float(gnorm)
-
-    def zero_grad(self, members: list[int]) -> None:
-        """Clear the listed members' accumulated gradients (they just stepped)."""
-        for p in self.params:
-            if p.grad is None:
-                continue
-            if len(members) == self.model.members:
-                p.grad = None
-            else:
-                p.grad[members] = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,10 +184,10 @@ def _train(cfgs: list[RunConfig], budget_bytes: float) -> list[dict[str, Any]]:
     started = time.time()
     members: list[Member] = []
     try:
-        group, members = setup(cfgs, budget_bytes)
+        group, ctx, members = setup(cfgs, budget_bytes)
         for m in members:
             m.clock = {"seg_start": time.time(), "seg_tokens": 0, "last_print": time.time()}
-        run_ticks(group, [Lane(m, m.state["step"], m.plan.steps, _main_lr(m)) for m in members], _main_steps)
+        run_ticks(group, ctx, [Lane(m, m.state["step"], m.plan.steps, _main_lr(m)) for m in members], _main_steps)
         return [m.record for m in members]
     except Exception as e:  # every unfinished member is recorded failed: failed runs are never lost
         for c in cfgs:
@@ -265,7 +208,7 @@ def _train(cfgs: list[RunConfig], budget_bytes: float) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def setup(cfgs: list[RunConfig], budget_bytes: float) -> tuple[Group, list[Member]]:
+def setup(cfgs: list[RunConfig], budget_bytes: float) -> tuple[Group, Context, list[Member]]:
     """Device, data, plans, checks, the packed model (each member from its seed or checkpoint), optimizer."""
     first = cfgs[0]
     t = first.train
@@ -282,11 +225,11 @@ def setup(cfgs: list[RunConfig], budget_bytes: float) -> tuple[Group, list[Membe
     model = PackedTransformer.from_seeds(shape, [c.train.seed for c in cfgs], first.model).to(device)
     _check_counts(model, plans[0])
     val_sets = {n: validation_set(corpus, n, first.data.seq_len, first.data.val_tokens) for n in plans[0].eval_domains}
-    use_compile = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
+    hw = Hardware(device, dtype, t.compile == "on" or (t.compile == "auto" and device.type == "cuda"))
     logits_bytes = 12.0 * len(cfgs) * shape.seq_len * shape.vocab_size  # logits, softmax, loss terms per row
     eval_rows = max(1, min(plans[0].micro_batch, int(budget_bytes // logits_bytes)))  # the solo run's chunks
-    ctx = Context(device, dtype, use_compile, corpus, val_sets, micro, eval_rows, len(cfgs))
-    group = Group(model, cfgs, ctx)
+    ctx = Context(hw, corpus, val_sets, micro, eval_rows, len(cfgs))
+    group = Group(model, [c.train for c in cfgs], hw)
     members = []
     for k, (c, p) in enumerate(zip(cfgs, plans)):
         m = Member(c, p, Path(c.run_dir), MixtureSampler(corpus, p.mixture, c.data.seq_len, c.train.seed),
@@ -298,8 +241,8 @@ def setup(cfgs: list[RunConfig], budget_bytes: float) -> tuple[Group, list[Membe
         members.append(m)
     say(first, f"[pack] {len(cfgs)} runs of N={plans[0].counts['params']:,} (layers={shape.num_layers} "
                f"d={shape.d_model}) in one pack | micro-batch {micro} seqs per member | {device.type}"
-               f"{'/bf16' if dtype else '/fp32'}{' | compiled' if use_compile else ''}")
-    return group, members
+               f"{'/bf16' if dtype else '/fp32'}{' | compiled' if hw.use_compile else ''}")
+    return group, ctx, members
 
 
 def _asdict(c: RunConfig) -> dict[str, Any]:
@@ -356,22 +299,22 @@ def _main_lr(m: Member) -> Callable[[int], float]:
 # --------------------------------------------------------------------------------------------
 
 
-OnSteps = Callable[["Group", list[int], list[float], list[float], list[float], list[Lane]], set[int]]
+OnSteps = Callable[[Group, Context, list[int], list[float], list[float], list[float], list[Lane]], set[int]]
 
 
-def run_ticks(group: Group, lanes: list[Lane], on_steps: OnSteps) -> None:
+def run_ticks(group: Group, ctx: Context, lanes: list[Lane], on_steps: OnSteps) -> None:
     """Advance every lane one micro-batch per tick until each has taken its ``end``-th step.
 
-    After each tick the lanes whose batch is complete are clipped and stepped; ``on_steps(group,
+    After each tick the lanes whose batch is complete are clipped and stepped; ``on_steps(group, ctx,
     indices, losses, grad_norms, lrs, lanes)`` then does their bookkeeping and returns the indices of
     lanes to drop (ended, diverged). Lanes that reach ``end`` are dropped too; the group shrinks to the rest.
     """
-    ctx = group.ctx
-    loss_sum = torch.zeros(len(lanes), device=ctx.device)
+    device = ctx.hw.device
+    loss_sum = torch.zeros(len(lanes), device=device)
     while lanes:
-        x, y = _tick_batch(lanes, ctx.micro, ctx.device)
-        accum = torch.tensor([ln.member.accum for ln in lanes], dtype=torch.float32, device=ctx.device)
-        with autocast(ctx.device, ctx.dtype):
+        x, y = _tick_batch(lanes, ctx.micro, device)
+        accum = torch.tensor([ln.member.accum for ln in lanes], dtype=torch.float32, device=device)
+        with autocast(device, ctx.hw.dtype):
             losses = group.fwd(x, y)
         (losses / accum).sum().backward()
         loss_sum += losses.detach().float()
@@ -388,7 +331,7 @@ def run_ticks(group: Group, lanes: list[Lane], on_steps: OnSteps) -> None:
         for i in stepping:
             lanes[i].step += 1
             lanes[i].micro_i = 0
-        drop = on_steps(group, stepping, step_losses, norms, lrs, lanes)
+        drop = on_steps(group, ctx, stepping, step_losses, norms, lrs, lanes)
         drop |= {i for i in stepping if lanes[i].step >= lanes[i].end}
         if drop:
             keep = [i for i in range(len(lanes)) if i not in drop]
@@ -413,8 +356,8 @@ def _tick_batch(lanes: list[Lane], micro: int, device: torch.device) -> tuple[to
 # --------------------------------------------------------------------------------------------
 
 
-def _main_steps(group: Group, idx: list[int], losses: list[float], norms: list[float], lrs: list[float],
-                lanes: list[Lane]) -> set[int]:
+def _main_steps(group: Group, ctx: Context, idx: list[int], losses: list[float], norms: list[float],
+                lrs: list[float], lanes: list[Lane]) -> set[int]:
     """``on_steps`` of the main run: the solo loop's per-step work (log, evaluate, stop on divergence,
     branch, checkpoint, finish) for the members in ``idx``, which just stepped."""
     diverged, logs = {}, []
@@ -432,21 +375,21 @@ def _main_steps(group: Group, idx: list[int], losses: list[float], norms: list[f
         if done % m.plan.log_every == 0 or done == m.plan.steps or i in diverged:
             logs.append(i)
     evals = [i for i in logs if i not in diverged and eval_due(lanes[i].member.plan, lanes[i].step)]
-    results = evaluate_members(group, evals, [lanes[i].member.plan.val_weights for i in evals])
+    results = evaluate_members(group, ctx, evals, [lanes[i].member.plan.val_weights for i in evals])
     for i in logs:
         _log_row(lanes[i].member, lanes[i].step, results.get(i))
     for i, why in diverged.items():
-        _finish(lanes[i].member, group.ctx, "diverged", why, steps=lanes[i].step)
+        _finish(lanes[i].member, ctx, "diverged", why, steps=lanes[i].step)
     branching = [i for i in idx if i not in diverged and lanes[i].step in lanes[i].member.plan.branches]
     if branching:
-        _branches(group, branching, lanes)
+        _branches(group, ctx, branching, lanes)
     saved = []
     for i in idx:
         m, done = lanes[i].member, lanes[i].step
         if i in diverged:
             continue
         if done == m.plan.steps:
-            _finish(m, group.ctx, "completed", None)
+            _finish(m, ctx, "completed", None)
         elif m.plan.ckpt_every > 0 and done % m.plan.ckpt_every == 0:
             _checkpoint(group, i, m, done)
             saved.append(m)
@@ -520,7 +463,7 @@ def _close(m: Member) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _branches(group: Group, idx: list[int], lanes: list[Lane]) -> None:
+def _branches(group: Group, ctx: Context, idx: list[int], lanes: list[Lane]) -> None:
     """Fork the members in ``idx`` (each at a branch start) into a pack of copies, run each branch's
     WSD decay to its end (Hägele et al. 2024, arXiv:2405.18392), evaluate, and write the rows."""
     sub = group.select(idx, copy_state=True)
@@ -534,10 +477,10 @@ def _branches(group: Group, idx: list[int], lanes: list[Lane]) -> None:
         branch.append(Lane(m, start, end, lr_at))
     starts = {id(ln): ln.step for ln in branch}
 
-    def at_end(g: Group, stepped: list[int], _l: list[float], _n: list[float], _r: list[float],
+    def at_end(g: Group, c: Context, stepped: list[int], _l: list[float], _n: list[float], _r: list[float],
                ls: list[Lane]) -> set[int]:
         ended = [i for i in stepped if ls[i].step >= ls[i].end]
-        results = evaluate_members(g, ended, [ls[i].member.plan.val_weights for i in ended])
+        results = evaluate_members(g, c, ended, [ls[i].member.plan.val_weights for i in ended])
         for i in ended:
             m = ls[i].member
             row = cooldown_row(m.plan, m.cfg.train.batch_tokens, starts[id(ls[i])], ls[i].end, results[i])
@@ -545,24 +488,25 @@ def _branches(group: Group, idx: list[int], lanes: list[Lane]) -> None:
             say(m.cfg, f"  {m.run_dir.name}: cooldown branch to D={row['tokens']:.4g}: loss_val {row['loss_val']:.4f}")
         return set(ended)
 
-    run_ticks(sub, branch, at_end)
+    run_ticks(sub, ctx, branch, at_end)
 
 
 @torch.no_grad()
-def evaluate_members(group: Group, idx: list[int], weights: list[dict[str, float]]) -> dict[int, dict[str, float]]:
+def evaluate_members(group: Group, ctx: Context, idx: list[int], weights: list[dict[str, float]]
+                     ) -> dict[int, dict[str, float]]:
     """{member index: evaluation row} for the members in ``idx``: :func:`lab.step.evaluate`'s row, from
     one packed forward per chunk of validation windows and each member's own loss sum over it."""
     if not idx:
         return {}
-    ctx = group.ctx
+    device = ctx.hw.device
     model = group.model if idx == list(range(group.model.members)) else group.model.select(idx)
     K = model.members
     losses: list[dict[str, float]] = [{} for _ in idx]
     for name, rows in ctx.val_sets.items():
         totals, count = [0.0] * K, 0
         for j in range(0, len(rows), ctx.eval_rows):
-            chunk = rows[j: j + ctx.eval_rows].to(ctx.device, non_blocking=True)
-            with autocast(ctx.device, ctx.dtype):
+            chunk = rows[j: j + ctx.eval_rows].to(device, non_blocking=True)
+            with autocast(device, ctx.hw.dtype):
                 logits = model(chunk[:, :-1].unsqueeze(0).expand(K, -1, -1))
             targets = chunk[:, 1:].reshape(-1)
             for k in range(K):

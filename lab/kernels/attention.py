@@ -1,0 +1,132 @@
+"""Causal attention through the lab's CPU kernel (``attention.c``): a torch custom op with autograd.
+
+:func:`causal_attention` is what :func:`lab.model.attention` calls on CPU in fp32 when the kernel
+is built (:func:`usable`); it takes and returns the (B, H, T, D) views the model makes, reads them
+through their strides, and returns outputs and input gradients laid out as (B, T, H, D) memory, so
+the model's transposes around it cost no copies. The ops (``lab::attn_fwd``, ``lab::attn_infer``,
+``lab::attn_bwd``) have fake implementations, so ``torch.compile`` keeps them as calls and fuses the
+work around them. The backward reuses the forward's probabilities P (B, H, T, T floats, rows padded to 16).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import torch
+
+from lab.kernels import load
+
+MAX_T = 1024  # P takes 4 T^2 bytes per (batch, head); beyond this torch's flash kernel is the better trade
+_ARGTYPES_FWD = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5 + [ctypes.c_long] * 12 + [ctypes.c_float, ctypes.c_int]
+_ARGTYPES_BWD = [ctypes.c_void_p] * 9 + [ctypes.c_int] * 5 + [ctypes.c_long] * 24 + [ctypes.c_float, ctypes.c_int]
+_LIB: list = []
+
+
+def _lib() -> ctypes.CDLL | None:
+    if not _LIB:
+        lib = load("attention")
+        if lib is not None:
+            lib.lab_attn_fwd.argtypes, lib.lab_attn_fwd.restype = _ARGTYPES_FWD, None
+            lib.lab_attn_bwd.argtypes, lib.lab_attn_bwd.restype = _ARGTYPES_BWD, None
+        _LIB.append(lib)
+    return _LIB[0]
+
+
+def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """True when the kernel handles these inputs: CPU, fp32, head width a multiple of 16 up to 256,
+    T up to :data:`MAX_T`, rows contiguous, heads a multiple of kv heads; and the kernel is built."""
+    B, H, T, D = q.shape
+    return (q.device.type == "cpu" and q.dtype == k.dtype == v.dtype == torch.float32 and D % 16 == 0 and D <= 256
+            and T <= MAX_T and k.shape[1] > 0 and H % k.shape[1] == 0 and not torch.is_autocast_enabled("cpu")
+            and all(t.stride(-1) == 1 for t in (q, k, v)) and _lib() is not None)
+
+
+def _bthd(B: int, H: int, T: int, D: int, like: torch.Tensor) -> torch.Tensor:
+    """An empty (B, H, T, D) tensor laid out as (B, T, H, D) memory."""
+    return torch.empty((B, T, H, D), dtype=like.dtype, device=like.device).transpose(1, 2)
+
+
+def _padded(T: int) -> int:
+    """P's row length: T rounded up to the kernel's vector of 16 floats."""
+    return (T + 15) // 16 * 16
+
+
+def _strides(t: torch.Tensor) -> list[int]:
+    return [t.stride(0), t.stride(1), t.stride(2)]
+
+
+def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_p: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    B, H, T, D = q.shape
+    o = _bthd(B, H, T, D, q)
+    p = torch.empty((B, H, T, _padded(T)) if keep_p else (0,), dtype=q.dtype, device=q.device)
+    _lib().lab_attn_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), p.data_ptr() if keep_p else None,
+                        B, H, k.shape[1], T, D, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+                        1.0 / math.sqrt(D), torch.get_num_threads())
+    return o, p
+
+
+@torch.library.custom_op("lab::attn_fwd", mutates_args=())
+def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention output (B, H, T, D) and the probabilities P (B, H, T, T padded to 16) the backward needs."""
+    return _fwd(q, k, v, keep_p=True)
+
+
+@attn_fwd.register_fake
+def _(q, k, v):
+    B, H, T, D = q.shape
+    return _bthd(B, H, T, D, q), q.new_empty((B, H, T, _padded(T)))
+
+
+@torch.library.custom_op("lab::attn_infer", mutates_args=())
+def attn_infer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention output only (no gradient wanted: P is not kept)."""
+    return _fwd(q, k, v, keep_p=False)[0]
+
+
+@attn_infer.register_fake
+def _(q, k, v):
+    return _bthd(*q.shape, q)
+
+
+@torch.library.custom_op("lab::attn_bwd", mutates_args=())
+def attn_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, p: torch.Tensor,
+             do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of q, k, v from the output's gradient ``do``."""
+    B, H, T, D = q.shape
+    G = k.shape[1]
+    if do.stride(-1) != 1:
+        do = do.contiguous()
+    dq, dk, dv = _bthd(B, H, T, D, q), _bthd(B, G, T, D, k), _bthd(B, G, T, D, v)
+    _lib().lab_attn_bwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), p.data_ptr(), do.data_ptr(),
+                        dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), B, H, G, T, D,
+                        *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(do),
+                        *_strides(dq), *_strides(dk), *_strides(dv), 1.0 / math.sqrt(D), torch.get_num_threads())
+    return dq, dk, dv
+
+
+@attn_bwd.register_fake
+def _(q, k, v, o, p, do):
+    B, H, T, D = q.shape
+    G = k.shape[1]
+    return _bthd(B, H, T, D, q), _bthd(B, G, T, D, k), _bthd(B, G, T, D, v)
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, *output)
+    ctx.set_materialize_grads(False)  # P gets no gradient: no (B, H, T, T) tensor of zeros
+
+
+def _backward(ctx, grad_o, grad_p):
+    q, k, v, o, p = ctx.saved_tensors
+    return attn_bwd(q, k, v, o, p, grad_o)
+
+
+torch.library.register_autograd("lab::attn_fwd", _backward, setup_context=_setup)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal softmax attention of q (B, H, T, D) over k, v (B, G, T, D), scale 1/sqrt(D)."""
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return attn_fwd(q, k, v)[0]
+    return attn_infer(q, k, v)

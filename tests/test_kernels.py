@@ -1,0 +1,105 @@
+"""The lab's CPU attention kernel: torch's attention to float rounding, forward and backward, across
+head widths, lengths and grouped-query layouts; deterministic; torch's kernel when it cannot be used."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lab.kernels.attention import causal_attention, usable
+
+pytestmark = pytest.mark.skipif(not usable(*(torch.zeros(1, 1, 16, 16),) * 3),
+                                reason="the attention kernel could not be built here (no C compiler?)")
+
+
+def _qkv(B, H, G, T, D, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda heads: torch.randn(B, T, heads, D, generator=g).transpose(1, 2).requires_grad_()  # noqa: E731
+    return mk(H), mk(G), mk(G)
+
+
+@pytest.mark.parametrize("B,H,G,T,D", [
+    (2, 2, 2, 64, 16), (3, 4, 2, 100, 32), (2, 2, 2, 256, 32), (1, 3, 1, 37, 64), (1, 2, 2, 130, 128),
+    (2, 4, 4, 33, 48), (1, 1, 1, 1, 16), (2, 2, 2, 17, 32),
+])
+def test_matches_torch_attention_forward_and_backward(B, H, G, T, D):
+    q, k, v = _qkv(B, H, G, T, D)
+    out = causal_attention(q, k, v)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    ref = F.scaled_dot_product_attention(q2, k2.repeat_interleave(H // G, 1), v2.repeat_interleave(H // G, 1),
+                                         is_causal=True)
+    ref.backward(grad)
+    for a, b in ((out, ref), (q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6 * max(1.0, float(b.detach().abs().max())))
+
+
+def test_causal_and_deterministic():
+    q, k, v = _qkv(2, 2, 2, 48, 32)
+    with torch.no_grad():
+        a = causal_attention(q, k, v)
+        k2, v2 = k.clone(), v.clone()
+        k2[:, :, 30:], v2[:, :, 30:] = 0.0, 7.0  # the future does not reach the past
+        b = causal_attention(q, k2, v2)
+    assert torch.equal(a[:, :, :30], b[:, :, :30]) and not torch.equal(a[:, :, 30:], b[:, :, 30:])
+    # the same rows give the same bits whatever sits beside them in the batch, and on any thread count
+    with torch.no_grad():
+        alone = causal_attention(q[:1], k[:1], v[:1])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            two = causal_attention(q, k, v)
+        finally:
+            torch.set_num_threads(threads)
+    assert torch.equal(alone, a[:1]) and torch.equal(two, a)
+
+
+def test_inference_and_training_paths_agree():
+    q, k, v = _qkv(2, 2, 2, 40, 16)
+    with torch.no_grad():
+        a = causal_attention(q, k, v)
+    assert torch.equal(a, causal_attention(q, k, v).detach())
+
+
+def test_outputs_come_in_the_models_memory_layout():
+    """(B, H, T, D) views of (B, T, H, D) memory: the model's transposes around attention are free."""
+    q, k, v = _qkv(2, 4, 2, 32, 16)
+    out = causal_attention(q, k, v)
+    assert out.transpose(1, 2).is_contiguous()
+    out.sum().backward()
+    assert q.grad.transpose(1, 2).is_contiguous() and k.grad.transpose(1, 2).is_contiguous()
+
+
+def test_what_the_kernel_does_not_take_goes_to_torch():
+    q, k, v = _qkv(1, 2, 2, 16, 16)
+    assert usable(q, k, v)
+    assert not usable(*(t.double() for t in (q, k, v)))
+    assert not usable(*(torch.zeros(1, 2, 16, 24),) * 3)  # head width not a multiple of 16
+    assert not usable(*(torch.zeros(1, 2, 2048, 16),) * 3)  # P would be too large
+    assert not usable(torch.zeros(1, 3, 16, 16), torch.zeros(1, 2, 16, 16), torch.zeros(1, 2, 16, 16))
+
+
+def test_the_model_uses_the_kernel_and_falls_back(monkeypatch):
+    from lab import model as lab_model
+
+    q, k, v = _qkv(1, 2, 2, 16, 24)  # not the kernel's: torch's attention
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.equal(lab_model.attention(q, k, v), ref)
+    calls = []
+    monkeypatch.setattr("lab.kernels.attention.causal_attention", lambda *a: calls.append(1) or ref)
+    lab_model.attention(*_qkv(1, 2, 2, 16, 16))
+    assert calls == [1]
+
+
+@pytest.mark.slow
+def test_compiles_as_an_opaque_op():
+    q, k, v = _qkv(2, 2, 2, 32, 16)
+    f = torch.compile(lambda q, k, v: causal_attention(q, k, v) * 2.0)
+    out = f(q, k, v)
+    out.sum().backward()
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    ref = causal_attention(q2, k2, v2) * 2.0
+    ref.sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(q.grad, q2.grad)
