@@ -1,12 +1,22 @@
 """Benchmark: training tokens/s and achieved FLOP/s of the trainer against the machine's peak.
 
-``python -m lab.bench [--quick] [--seconds S] [--impl prototype lab lab+compile] [--out FILE.json]``
+``python -m lab.bench [--quick] [--packed K] [--seconds S] [--impl ...] [--out FILE.json]``
 
 For a ladder of proxy shapes (~30k to ~25M non-embedding parameters, byte vocabulary, seq 256)
 it times the trainer's own :func:`lab.step.train_step` (forward, backward, clip, fused AdamW) on
-random tokens, interleaved step by step with a plain LLaMA-style prototype of the same shape
-(:mod:`lab.bench.prototype`, the baseline measured in the same run: ``speedup_vs_prototype``) and, with
-``--impl ... lab+compile``, the trainer under ``torch.compile``. It reports
+random tokens, interleaved step by step with baselines measured in the same run:
+
+* ``hf``: Hugging Face transformers' ``LlamaForCausalLM`` at the same shape and parameter count (SDPA
+  attention, the same loss, clipping and fused AdamW): a real, widely used implementation
+  (``speedup_vs_hf_llama``); skipped, with the reason, when transformers is not installed;
+* ``prototype``: a plain LLaMA-style prototype of the same shape (:mod:`lab.bench.prototype`,
+  ``speedup_vs_prototype``);
+* with ``--packed K``, ``packed``: K proxies of the shape trained as one pack
+  (:class:`lab.pack.step.Group`: one batched forward and backward, each member's own clip and AdamW),
+  its aggregate tokens/s against the solo trainer's in the same rotation (``speedup_vs_solo``);
+* with ``--impl ... lab+compile`` (or ``packed+compile``), the same under ``torch.compile``.
+
+It reports
 
 * one process using all threads, and one 1-thread worker per core running at once (the local
   sweep layout; aggregate throughput),
@@ -60,7 +70,11 @@ LADDER = [
 QUICK = [LADDER[1], LADDER[2], LADDER[3]]
 
 
-IMPLS = ("prototype", "lab", "lab+compile")
+IMPLS = ("prototype", "lab", "lab+compile", "hf", "packed", "packed+compile")
+
+
+class Skip(Exception):
+    """An implementation that cannot be timed here (the message says why)."""
 
 
 @dataclass
@@ -69,6 +83,11 @@ class Case:
     micro: int
     dtype: str  # "float32" | "bfloat16"
     device: str = "cpu"
+    members: int = 1  # the packed implementations' K
+
+    def sequences(self, impl: str) -> int:
+        """Sequences one step of ``impl`` trains: micro for one model, K x micro for a pack."""
+        return self.micro * (self.members if impl.startswith("packed") else 1)
 
 
 def ladder_shapes(quick: bool) -> list[tuple[Shape, int]]:
@@ -113,7 +132,8 @@ def matmul_peak(dtype: str, device: str = "cpu", seconds: float = 1.0, go: Any =
 
 
 def _stepper(impl: str, case: Case) -> Any:
-    """A zero-argument function doing one training step of ``impl`` on a fixed random batch."""
+    """A zero-argument function doing one training step of ``impl`` on a fixed random batch; raises
+    :class:`Skip` when ``impl`` cannot run here."""
     from lab.bench.prototype import PrototypeLM, prototype_optimizer, prototype_step
     from lab.hardware import keep_freed_memory
     from lab.model import Transformer
@@ -121,7 +141,7 @@ def _stepper(impl: str, case: Case) -> Any:
 
     torch.manual_seed(0)
     device = torch.device(case.device)
-    x = torch.randint(0, case.shape.vocab_size, (case.micro, case.shape.seq_len + 1), device=device)
+    x = torch.randint(0, case.shape.vocab_size, (case.sequences(impl), case.shape.seq_len + 1), device=device)
     inp, tgt = x[:, :-1], x[:, 1:]
     dtype = torch.bfloat16 if case.dtype == "bfloat16" else None
     keep_freed_memory()  # the allocator setting the trainer makes, for every implementation alike
@@ -129,10 +149,80 @@ def _stepper(impl: str, case: Case) -> Any:
         proto = PrototypeLM(case.shape).to(device)
         popt = prototype_optimizer(proto)
         return lambda: prototype_step(proto, popt, inp, tgt, dtype)
+    if impl == "hf":
+        return _hf_stepper(case, inp, tgt, dtype)
+    if impl.startswith("packed"):
+        return _packed_stepper(case, impl, inp, tgt, dtype)
     model = Transformer(case.shape).to(device)
     opt = make_optimizer(model, TrainConfig(lr=1e-4))
     fwd = torch.compile(model) if impl == "lab+compile" else model
     return lambda: train_step(fwd, model, opt, iter([(inp, tgt)]), 1, device, dtype, 1.0)
+
+
+def _packed_stepper(case: Case, impl: str, inp: torch.Tensor, tgt: torch.Tensor, dtype: torch.dtype | None) -> Any:
+    """One step of K members of the shape as one pack (each member its own micro-batch and AdamW)."""
+    from lab.pack.model import PackedTransformer
+    from lab.pack.step import Group, Hardware
+
+    K, device = case.members, torch.device(case.device)
+    model = PackedTransformer.from_seeds(case.shape, list(range(K))).to(device)
+    group = Group(model, [TrainConfig(lr=1e-4)] * K, Hardware(device, dtype, impl == "packed+compile"))
+    x, y = inp.view(K, case.micro, -1), tgt.reshape(K, case.micro, -1)
+    lrs = [1e-4] * K
+    return lambda: group.train_step(x, y, lrs)
+
+
+def hf_config(shape: Shape) -> Any:
+    """transformers' ``LlamaConfig`` of a lab shape: the same parameters, RMSNorm eps, RoPE theta,
+    SwiGLU width, grouped-query heads and (un)tied embeddings; SDPA attention."""
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(
+        vocab_size=shape.vocab_size, hidden_size=shape.d_model, intermediate_size=shape.d_ff,
+        num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads, head_dim=shape.head_dim, max_position_embeddings=shape.seq_len,
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=shape.tie_embeddings, attention_bias=False,
+        mlp_bias=False,
+    )
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def _hf_stepper(case: Case, inp: torch.Tensor, tgt: torch.Tensor, dtype: torch.dtype | None) -> Any:
+    """One step of transformers' LlamaForCausalLM: forward, the lab's loss, backward, clip, fused AdamW."""
+    try:
+        from transformers import LlamaForCausalLM
+    except ImportError as e:
+        raise Skip(f"transformers is not installed ({e}); pip install transformers to time it") from None
+    from lab.step import make_optimizer
+
+    device = torch.device(case.device)
+    model = LlamaForCausalLM(hf_config(case.shape)).to(device)
+    model.train()
+    opt = make_optimizer(_AllDecay(model), TrainConfig(lr=1e-4))
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(input_ids=inp).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+class _AllDecay:
+    """:func:`lab.step.make_optimizer` for a non-lab model: decay matrices and embeddings, not gains."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        params = list(self.model.parameters())
+        return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
 def _matmul_stepper(case: Case) -> Any:
@@ -172,7 +262,12 @@ def step_speeds(
     """
     if threads:
         torch.set_num_threads(threads)
-    steps = {impl: _stepper(impl, case) for impl in impls}
+    steps, skipped = {}, {}
+    for impl in impls:
+        try:
+            steps[impl] = _stepper(impl, case)
+        except Skip as e:
+            skipped[impl] = str(e)
     if window_peak:
         steps["matmul"] = _matmul_stepper(case)
     if not steps:
@@ -194,9 +289,12 @@ def step_speeds(
             spent[impl] += time.perf_counter() - t0
             done[impl] += 1
     fpt = counts(case.shape)["flops_per_token"]
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for impl in impls:
-        tps = done[impl] * case.micro * case.shape.seq_len / spent[impl]
+        if impl in skipped:
+            out[impl] = {"skipped": skipped[impl]}
+            continue
+        tps = done[impl] * case.sequences(impl) * case.shape.seq_len / spent[impl]
         out[impl] = {"tokens_per_s": tps, "flops_per_s": tps * fpt, "steps": done[impl]}
     if window_peak:
         out["matmul"] = {"flops_per_s": done["matmul"] * steps["matmul"].flops / spent["matmul"]}
@@ -225,9 +323,8 @@ def _worker_main() -> None:
         res: Any = matmul_peak(job["dtype"], seconds=job["seconds"], go=go)
     else:
         shape = Shape(**job["shape"])
-        res = step_speeds(
-            Case(shape, job["micro"], job["dtype"]), job["impls"], job["seconds"], threads=1, go=go, window_peak=True
-        )
+        res = step_speeds(Case(shape, job["micro"], job["dtype"], members=job.get("members", 1)), job["impls"],
+                          job["seconds"], threads=1, go=go, window_peak=True)
     print(json.dumps(res), flush=True)
 
 
@@ -283,10 +380,14 @@ def workers_speeds(case: Case, impls: list[str], seconds: float, n_workers: int)
     """
     job = {
         "kind": "step", "shape": case.shape.to_dict(), "micro": case.micro, "dtype": case.dtype,
-        "impls": impls, "seconds": seconds,
+        "impls": impls, "seconds": seconds, "members": case.members,
     }
     res = _run_workers(job, n_workers, rounds=1)
-    out = {i: {k: sum(r[i][k] for r in res) for k in ("tokens_per_s", "flops_per_s")} for i in impls}
+    out: dict[str, dict[str, Any]] = {}
+    for i in impls:
+        skipped = [r[i]["skipped"] for r in res if "skipped" in r[i]]
+        out[i] = {"skipped": skipped[0]} if skipped else \
+            {k: sum(r[i][k] for r in res) for k in ("tokens_per_s", "flops_per_s")}
     out["matmul"] = {"flops_per_s": sum(r["matmul"]["flops_per_s"] for r in res)}
     return out
 
@@ -295,7 +396,7 @@ LAYOUT_NAMES = {"process": "1 process x {threads} threads", "workers": "{cores} 
 
 
 def run(
-    quick: bool, seconds: float, dtypes: list[str], layouts: list[str], impls: list[str]
+    quick: bool, seconds: float, dtypes: list[str], layouts: list[str], impls: list[str], members: int = 1
 ) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     threads = torch.get_num_threads()
@@ -312,14 +413,16 @@ def run(
             f"({names[best]})",
             flush=True,
         )
-    rows = []
+    rows, skipped = [], {}
     for shape, micro in ladder_shapes(quick):
         for dt in dtypes:
-            case = Case(shape, micro, dt)
+            case = Case(shape, micro, dt, members=members)
             for layout in layouts:
                 r = step_speeds(case, impls, seconds, threads, window_peak=True) if layout == "process" \
                     else workers_speeds(case, impls, seconds, cores)
-                rows += _rows(r, impls, "cpu", names[layout], dt, shape, micro, peaks[dt]["machine"], peaks[dt][layout])
+                skipped.update({i: r[i]["skipped"] for i in impls if "skipped" in r[i]})
+                rows += _rows(r, impls, "cpu", names[layout], dt, shape, micro, peaks[dt]["machine"], peaks[dt][layout],
+                              members)
     gpu = {}
     if torch.cuda.is_available():
         gpu_peak = matmul_peak("bfloat16", "cuda")
@@ -327,8 +430,8 @@ def run(
         # the trainer compiles on a GPU by default (train.compile=auto), so its row is always timed
         gpu_impls = list(dict.fromkeys([*impls, "lab+compile"]))
         for shape, micro in ladder_shapes(quick):
-            r = step_speeds(Case(shape, micro * 8, "bfloat16", "cuda"), gpu_impls, seconds)
-            rows += _rows(r, gpu_impls, "cuda", "1 process", "bfloat16", shape, micro * 8, gpu_peak, gpu_peak)
+            r = step_speeds(Case(shape, micro * 8, "bfloat16", "cuda", members=members), gpu_impls, seconds)
+            rows += _rows(r, gpu_impls, "cuda", "1 process", "bfloat16", shape, micro * 8, gpu_peak, gpu_peak, members)
     return {
         "machine": {"cores": cores, "threads": threads, "torch": torch.__version__, "platform": platform.platform()},
         "peak_flops_per_s": peaks,
@@ -336,6 +439,8 @@ def run(
         "mfu_numerator": "mfu: lab.counting.flops_per_token (causal attention); "
         "mfu_palm: lab.counting.flops_per_token_palm (PaLM convention, full attention)",
         "gpu": gpu,
+        "packed_members": members,
+        "skipped": skipped,
         "seq_len": SEQ_LEN,
         "vocab_size": VOCAB,
         "rows": rows,
@@ -345,7 +450,7 @@ def run(
 
 def _rows(
     r: dict[str, dict[str, float]], impls: list[str], device: str, layout: str, dtype: str, shape: Shape,
-    micro: int, peak: float, layout_peak: float,
+    micro: int, peak: float, layout_peak: float, members: int = 1,
 ) -> list[dict[str, Any]]:
     """One table row per implementation of one measurement ``r`` (from :func:`step_speeds` or
     :func:`workers_speeds`), printed as it is made. ``peak`` is the MFU denominator, ``layout_peak``
@@ -354,6 +459,9 @@ def _rows(
     palm = flops_per_token_palm(shape) / c["flops_per_token"]
     out = []
     for impl in impls:
+        if "skipped" in r[impl]:
+            print(f"{device:>4s} {impl:<14s} {layout:<22s} skipped: {r[impl]['skipped']}", flush=True)
+            continue
         fps = r[impl]["flops_per_s"]
         row = {
             "device": device,
@@ -372,21 +480,34 @@ def _rows(
         if "matmul" in r:
             row["peak_window"] = r["matmul"]["flops_per_s"]
             row["mfu_window"] = fps / r["matmul"]["flops_per_s"]
-        row["speedup_vs_prototype"] = (
-            r[impl]["tokens_per_s"] / r["prototype"]["tokens_per_s"] if "prototype" in r else None
-        )
+        row["speedup_vs_prototype"] = _ratio(r, impl, "prototype")
+        row["speedup_vs_hf_llama"] = _ratio(r, impl, "hf")
+        # a pack against the solo trainer (eager, as sweeps train on a CPU), K runs' tokens vs one run's rate
+        row["speedup_vs_solo"] = _ratio(r, impl, "lab") if impl.startswith("packed") else None
+        row["members"] = members if impl.startswith("packed") else 1
         _print_row(row)
         out.append(row)
     return out
 
 
+def _ratio(r: dict[str, dict[str, Any]], impl: str, base: str) -> float | None:
+    """tokens/s of ``impl`` over ``base``'s in the same measurement (None when base was not timed)."""
+    if base not in r or "tokens_per_s" not in r[base] or impl == base:
+        return None if base not in r or "tokens_per_s" not in r[base] else 1.0
+    return r[impl]["tokens_per_s"] / r[base]["tokens_per_s"]
+
+
 def _print_row(r: dict[str, Any]) -> None:
-    vs = f"{r['speedup_vs_prototype']:5.2f}x" if r["speedup_vs_prototype"] is not None else "    - "
+    def x(key: str) -> str:
+        return f"{r[key]:5.2f}x" if r.get(key) is not None else "    - "
+
     win = f"; window {100 * r['mfu_window']:5.1f}%" if r.get("mfu_window") is not None else ""
+    solo = f"  vs solo {x('speedup_vs_solo')}" if r.get("speedup_vs_solo") is not None else ""
     print(
-        f"{r['device']:>4s} {r['impl']:<11s} {r['layout']:<22s} {r['dtype']:<8s} {r['shape']:<13s} "
+        f"{r['device']:>4s} {r['impl']:<14s} {r['layout']:<22s} {r['dtype']:<8s} {r['shape']:<13s} "
         f"N={r['params']:>10,} {r['tokens_per_s']:>9,.0f} tok/s {r['flops_per_s'] / 1e9:6.1f} GFLOP/s  "
-        f"MFU {100 * r['mfu']:5.1f}% (PaLM {100 * r['mfu_palm']:5.1f}%{win})  vs prototype {vs}",
+        f"MFU {100 * r['mfu']:5.1f}% (PaLM {100 * r['mfu_palm']:5.1f}%{win})  vs HF Llama {x('speedup_vs_hf_llama')}"
+        f"  vs prototype {x('speedup_vs_prototype')}{solo}",
         flush=True,
     )
 
@@ -408,10 +529,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--layout", nargs="+", default=["process", "workers"], choices=["process", "workers"])
     ap.add_argument(
-        "--impl", nargs="+", default=["prototype", "lab"], choices=list(IMPLS),
-        help="what to time: the plain prototype baseline (lab.bench.prototype), the trainer, the trainer under "
+        "--impl", nargs="+", default=None, choices=list(IMPLS),
+        help="what to time (default: hf prototype lab, and packed with --packed): transformers' LlamaForCausalLM, "
+        "the plain prototype baseline (lab.bench.prototype), the trainer, a pack of K proxies; +compile: under "
         "torch.compile (adds ~20-40 s of compilation per shape and process)",
     )
+    ap.add_argument("--packed", type=int, default=0, metavar="K",
+                    help="also time K proxies of each shape trained as one pack (speedup_vs_solo)")
     ap.add_argument("--out", default=None, help="JSON output (default runs/bench/bench-<time>.json)")
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -419,13 +543,20 @@ def main(argv: list[str] | None = None) -> None:
         _worker_main()
         return
     seconds = args.seconds if args.seconds is not None else (1.5 if args.quick else 2.0)
+    if args.packed < 0 or args.packed == 1:
+        ap.error("--packed K: give K >= 2 proxies per pack")
+    impls = args.impl or ["hf", "prototype", "lab", *(["packed"] if args.packed else [])]
+    if any(i.startswith("packed") for i in impls) and not args.packed:
+        ap.error("--impl packed: say how many proxies per pack with --packed K")
+    if args.packed and "lab" not in impls:
+        impls.append("lab")  # speedup_vs_solo is measured against it, in the same rotation
     if args.dtype is None:
         args.dtype = ["float32"] + (["bfloat16"] if _native_bf16() else [])
         if "bfloat16" not in args.dtype:
             print("[bench] no native bf16 on this CPU (bf16 matmul runs ~100x below fp32): fp32 only; "
                   "--dtype bfloat16 forces it", flush=True)
     print(f"[bench] measuring matmul peak and {len(QUICK if args.quick else LADDER)} proxy sizes ...", flush=True)
-    res = run(args.quick, seconds, args.dtype, args.layout, list(dict.fromkeys(args.impl)))
+    res = run(args.quick, seconds, args.dtype, args.layout, list(dict.fromkeys(impls)), max(1, args.packed))
     for dt, pk in res["peak_flops_per_s"].items():
         print(
             f"[bench] MFU denominator {dt}: machine peak {pk['machine'] / 1e9:.1f} GFLOP/s "
