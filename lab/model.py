@@ -19,6 +19,7 @@ and within noise (0.97x) at 25M.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -49,22 +50,57 @@ def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor
     return torch.stack((cos, cos), dim=-2), torch.stack((-sin, sin), dim=-2)
 
 
+def register_rope(module: nn.Module, shape: Shape, cfg: ModelConfig) -> None:
+    """The module's RoPE tables as non-persistent buffers (they follow ``.to(device)``)."""
+    cos2, sin2 = rope_tables(shape.seq_len, shape.head_dim, cfg.rope_theta)
+    module.register_buffer("rope_cos", cos2, persistent=False)
+    module.register_buffer("rope_sin", sin2, persistent=False)
+    module.register_buffer("rope_cos_half", cos2[:, 0, 0, :].contiguous(), persistent=False)
+    module.register_buffer("rope_sin_half", sin2[:, 0, 1, :].contiguous(), persistent=False)
+
+
+def rope_for(module: nn.Module, T: int) -> Rope:
+    """The :class:`Rope` of a module's first T positions."""
+    return Rope(module.rope_cos[:T], module.rope_sin[:T], module.rope_cos_half[:T], module.rope_sin_half[:T])
+
+
 def apply_rope(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (x_i, x_{i+hd/2}) of ``x`` (B, T, H, hd) by position-dependent angles."""
     h = x.unflatten(-1, (2, x.shape[-1] // 2))
     return (h * cos2 + h.flip(-2) * sin2).flatten(-2)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal attention of q (B, H, T, hd) over k, v (B, H_kv, T, hd); H a multiple of H_kv (GQA).
+@dataclass(frozen=True)
+class Rope:
+    """RoPE tables for T positions: ``cos2``, ``sin2`` (T, 1, 2, hd/2) for :func:`apply_rope`, and
+    ``cos``, ``sin`` (T, hd/2) contiguous for the attention kernel, which rotates q and k itself."""
 
-    On CPU in fp32 the lab's own kernel (:mod:`lab.kernels.attention`: 1.3-1.7x torch's flash kernel at
-    head widths 16-64, forward and backward); elsewhere torch's ``scaled_dot_product_attention``.
+    cos2: torch.Tensor
+    sin2: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
+def rotary_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """Causal attention of q (B, T, H, hd) over k, v (B, T, H_kv, hd), q and k rotated by ``rope``;
+    returns (B, T, H, hd). H a multiple of H_kv (GQA).
+
+    On CPU in fp32 the lab's own kernel (:mod:`lab.kernels.attention`, RoPE applied inside it: 1.3-1.7x
+    torch's flash kernel at head widths 16-64, forward and backward); elsewhere :func:`apply_rope` and
+    torch's ``scaled_dot_product_attention``.
     """
-    if _kernel_usable(q, k, v):
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if _kernel_usable(qt, kt, vt):
         from lab.kernels.attention import causal_attention
 
-        return causal_attention(q, k, v)
+        return causal_attention(qt, kt, vt, rope=(rope.cos, rope.sin)).transpose(1, 2)
+    q, k = apply_rope(q, rope.cos2, rope.sin2).transpose(1, 2), apply_rope(k, rope.cos2, rope.sin2).transpose(1, 2)
+    return attention(q, k, vt).transpose(1, 2)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention of q (B, H, T, hd) over k, v (B, H_kv, T, hd) with torch's
+    ``scaled_dot_product_attention``; H a multiple of H_kv (GQA)."""
     H, K = q.shape[1], k.shape[1]
     if K == H:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -111,8 +147,49 @@ class _RMSNormFn(torch.autograd.Function):
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm (Zhang & Sennrich 2019) of the last dimension with gain ``w`` (broadcast over rows)."""
-    return _RMSNormFn.apply(x, w, eps)
+    """RMSNorm (Zhang & Sennrich 2019) of the last dimension of x with gain w (d,)."""
+    return grouped_rms_norm(x.reshape(1, -1, x.shape[-1]), w.view(1, -1), eps).view(x.shape)
+
+
+def grouped_rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm of x (K, M, d), group k's rows with its own gain w[k] (w: (K, d)): a pack's members.
+
+    On CPU in fp32 the lab's one-pass kernels (:mod:`lab.kernels.rowops`); elsewhere :class:`_RMSNormFn`.
+    """
+    if _rowops_usable(x, w):
+        from lab.kernels.rowops import rms_norm as kernel
+
+        return kernel(x, w, eps)[0]
+    return _RMSNormFn.apply(x, w[:, None, :], eps)
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SwiGLU's gate: silu(a) * b (Shazeer 2020, arXiv:2002.05202); one-pass kernels on CPU in fp32."""
+    if _rowops_usable(a, b):
+        from lab.kernels.rowops import swiglu as kernel
+
+        return kernel(a, b)
+    return F.silu(a) * b
+
+
+def grouped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (nats/token) of each group: logits (K, N, V), targets (K, N) -> (K,).
+
+    On CPU in fp32 one pass forward and one backward (:mod:`lab.kernels.rowops`); elsewhere each
+    group's own ``F.cross_entropy`` (in fp32)."""
+    if _rowops_usable(logits, targets):
+        from lab.kernels.rowops import cross_entropy as kernel
+
+        return kernel(logits, targets)
+    return torch.stack([F.cross_entropy(logits[k].float(), targets[k]) for k in range(logits.shape[0])])
+
+
+def _rowops_usable(*tensors: torch.Tensor) -> bool:
+    if tensors[0].device.type != "cpu":
+        return False
+    from lab.kernels.rowops import usable
+
+    return usable(*tensors)
 
 
 class RMSNorm(nn.Module):
@@ -132,15 +209,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(shape.d_model, (self.n_heads + 2 * self.n_kv) * self.hd, bias=False)
         self.proj = nn.Linear(self.n_heads * self.hd, shape.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
         B, T, _ = x.shape
         H, K, hd = self.n_heads, self.n_kv, self.hd
         wq, wk, wv = self.qkv.weight.split((H * hd, K * hd, K * hd))  # contiguous row blocks
-        q = apply_rope(F.linear(x, wq).view(B, T, H, hd), cos, sin).transpose(1, 2)
-        k = apply_rope(F.linear(x, wk).view(B, T, K, hd), cos, sin).transpose(1, 2)
-        v = F.linear(x, wv).view(B, T, K, hd).transpose(1, 2)
-        y = attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
+        q = F.linear(x, wq).view(B, T, H, hd)
+        k = F.linear(x, wk).view(B, T, K, hd)
+        v = F.linear(x, wv).view(B, T, K, hd)
+        return self.proj(rotary_attention(q, k, v, rope).reshape(B, T, H * hd))
 
 
 class SwiGLU(nn.Module):
@@ -152,7 +228,7 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w_gate, w_up = self.gate_up.weight.split(self.d_ff)
-        return self.down(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up))
+        return self.down(swiglu(F.linear(x, w_gate), F.linear(x, w_up)))
 
 
 class Block(nn.Module):
@@ -163,8 +239,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(shape.d_model, eps)
         self.mlp = SwiGLU(shape)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), rope)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -181,9 +257,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)
         if shape.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        cos, sin = rope_tables(shape.seq_len, shape.head_dim, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        register_rope(self, shape, cfg)
         self._init_weights(cfg.init_std)
 
     def _init_weights(self, std: float) -> None:
@@ -196,15 +270,14 @@ class Transformer(nn.Module):
             nn.init.normal_(p, mean=0.0, std=resid_std if name.endswith(("proj.weight", "down.weight")) else std)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        T = idx.shape[1]
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        rope = rope_for(self, idx.shape[1])
         x = self.tok_emb(idx)
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, rope)
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+        return grouped_cross_entropy(logits.view(1, -1, logits.shape[-1]), targets.reshape(1, -1))[0]
 
     def param_groups(self) -> dict[str, int]:
         """Real parameter counts by the groups of :func:`lab.counting.param_groups`."""

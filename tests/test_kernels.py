@@ -35,6 +35,26 @@ def test_matches_torch_attention_forward_and_backward(B, H, G, T, D):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6 * max(1.0, float(b.detach().abs().max())))
 
 
+@pytest.mark.parametrize("H,G,T,D", [(2, 2, 64, 16), (4, 2, 50, 32), (1, 1, 256, 64)])
+def test_rope_inside_the_kernel_equals_rotating_first(H, G, T, D):
+    """q, k rotated inside the kernel (and their gradients rotated back) = apply_rope, then attention."""
+    from lab.model import apply_rope, rope_tables
+
+    cos2, sin2 = rope_tables(T, D, 10000.0)
+    halves = (cos2[:, 0, 0, :].contiguous(), sin2[:, 0, 1, :].contiguous())
+    q, k, v = (t.transpose(1, 2).detach().requires_grad_() for t in _qkv(2, H, G, T, D))  # (B, T, heads, D)
+    out = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), rope=halves)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    rq, rk = apply_rope(q2, cos2, sin2).transpose(1, 2), apply_rope(k2, cos2, sin2).transpose(1, 2)
+    ref = F.scaled_dot_product_attention(rq, rk.repeat_interleave(H // G, 1), v2.transpose(1, 2).repeat_interleave(
+        H // G, 1), is_causal=True)
+    ref.backward(grad)
+    for a, b in ((out, ref), (q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6 * max(1.0, float(b.detach().abs().max())))
+
+
 def test_causal_and_deterministic():
     q, k, v = _qkv(2, 2, 2, 48, 32)
     with torch.no_grad():
@@ -76,19 +96,20 @@ def test_what_the_kernel_does_not_take_goes_to_torch():
     assert usable(q, k, v)
     assert not usable(*(t.double() for t in (q, k, v)))
     assert not usable(*(torch.zeros(1, 2, 16, 24),) * 3)  # head width not a multiple of 16
-    assert not usable(*(torch.zeros(1, 2, 2048, 16),) * 3)  # P would be too large
+    assert not usable(*(torch.zeros(1, 2, 4096, 16),) * 3)  # the scratch tiles would be too large
     assert not usable(torch.zeros(1, 3, 16, 16), torch.zeros(1, 2, 16, 16), torch.zeros(1, 2, 16, 16))
 
 
 def test_the_model_uses_the_kernel_and_falls_back(monkeypatch):
     from lab import model as lab_model
 
-    q, k, v = _qkv(1, 2, 2, 16, 24)  # not the kernel's: torch's attention
-    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    assert torch.equal(lab_model.attention(q, k, v), ref)
+    rope = lab_model.Rope(*(torch.zeros(16, 1, 2, 12),) * 2, *(torch.zeros(16, 12),) * 2)
+    q, k, v = (t.transpose(1, 2) for t in _qkv(1, 2, 2, 16, 24))  # head width 24: torch's attention
+    ref = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q * 0, k * 0, v)), is_causal=True)
+    torch.testing.assert_close(lab_model.rotary_attention(q, k, v, rope), ref.transpose(1, 2))
     calls = []
-    monkeypatch.setattr("lab.kernels.attention.causal_attention", lambda *a: calls.append(1) or ref)
-    lab_model.attention(*_qkv(1, 2, 2, 16, 16))
+    monkeypatch.setattr("lab.kernels.attention.causal_attention", lambda *a, **kw: calls.append(1) or a[0])
+    lab_model.rotary_attention(*(t.transpose(1, 2) for t in _qkv(1, 2, 2, 16, 16)), rope)
     assert calls == [1]
 
 

@@ -4,16 +4,22 @@
  * matmul peak and took a third of a 107k-parameter model's training step. Here every (batch, kv-head)
  * pair is one task: K is transposed once into a (head_dim x T) panel so the score tile Q K^T is a
  * broadcast-FMA over 16 keys at a time with 4 query rows sharing each load; the row softmax uses a
- * vectorised exp; P is kept, so the backward needs no second pass over Q K^T. The backward's key-side
+ * vectorised exp. The backward recomputes P from the scores and each row's log-sum-exp (as flash
+ * attention does: Dao et al. 2022, arXiv:2205.14135), keeping it in the task's cache-resident scratch
+ * rather than writing T^2 floats per head to memory and reading them back. The backward's key-side
  * gradients are computed transposed, dK^T = Q^T dS and dV^T = dO^T P, so they too are vectorised over
  * keys with long inner sums (over queries) instead of over the narrow head width.
  *
  * Written with GCC/Clang vector extensions (vector_size 64): AVX-512 where -march=native has it, two
  * AVX2 registers elsewhere. Layouts: q, k, v, o, dout, dq, dk, dv are (B, heads, T, D) described by
- * element strides (batch, head, time) with the last dimension contiguous; p is (B, H, T, Tp)
- * contiguous, Tp = T rounded up to 16, row i holding P[i, 0..i] and zeros after up to the next
- * multiple of 64 (NULL in the forward: not kept). D must be a multiple of 16 and at most 256. H is a multiple
+ * element strides (batch, head, time) with the last dimension contiguous; lse is (B, H, T) contiguous
+ * (NULL in the forward: not kept). D must be a multiple of 16 and at most 256. H is a multiple
  * of G (grouped-query attention: query head h reads kv head h / (H / G)).
+ *
+ * Rotary position embeddings (Su et al. 2021, arXiv:2104.09864; rotate-half pairs (j, j + D/2)) are
+ * applied here when tables are given: q and k come in unrotated, are rotated as they are copied into
+ * the task's scratch, and their gradients are rotated back as they are written, so the model spends no
+ * separate passes on them.
  *
  * Each task's arithmetic is the same whatever the batch or thread count, so results are
  * deterministic and a row's bits do not depend on the rows beside it.
@@ -25,16 +31,6 @@
 typedef float vf __attribute__((vector_size(64), aligned(64)));
 typedef int vi __attribute__((vector_size(64), aligned(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4)));  /* unaligned loads and stores */
-
-#ifdef LAB_PROFILE
-#include <x86intrin.h>
-unsigned long long lab_prof[8];
-#define TIC unsigned long long _t0 = __rdtsc();
-#define TOC(k) lab_prof[k] += __rdtsc() - _t0; _t0 = __rdtsc();
-#else
-#define TIC
-#define TOC(k)
-#endif
 
 #define W 16      /* floats per vector */
 #define R 4       /* query (or key) rows per register tile */
@@ -127,8 +123,13 @@ static void panel_gemm(const float *a, long ar, long as, int nrows, const float 
         int nv = min_int((ke - j0) / W, KC);
         const float *pj = panel + j0;
         float *oj = out + j0;
-        if (nrows == R && nv == KC) {
-            gemm_tile(a, ar, as, pj, ps, sb, se, oj, os, scale, accumulate, R, KC);
+        if (nrows == R) {  /* full row tiles: no branches in the loop, whatever the chunk's width */
+            switch (nv) {
+                case 1: gemm_tile(a, ar, as, pj, ps, sb, se, oj, os, scale, accumulate, R, 1); break;
+                case 2: gemm_tile(a, ar, as, pj, ps, sb, se, oj, os, scale, accumulate, R, 2); break;
+                case 3: gemm_tile(a, ar, as, pj, ps, sb, se, oj, os, scale, accumulate, R, 3); break;
+                default: gemm_tile(a, ar, as, pj, ps, sb, se, oj, os, scale, accumulate, R, KC);
+            }
             continue;
         }
         for (int r = 0; r < nrows; r++) {
@@ -166,84 +167,108 @@ static inline __attribute__((always_inline)) void weights_by_rows(
     }
 }
 
+/* rows (T x D, row stride rs) rotated by the RoPE tables cs, sn (T x D/2) into out (T x D, stride D);
+ * without tables a plain copy. back: the transposed rotation (a gradient taken back to the input). */
+static void rope_rows(const float *rows, long rs, int T, int D, const float *cs, const float *sn, int back,
+                      float *out, long os) {
+    int h = D / 2;
+    for (int t = 0; t < T; t++) {
+        const float *x = rows + t * rs, *c = cs ? cs + (long)t * h : NULL, *sv = sn ? sn + (long)t * h : NULL;
+        float *y = out + t * os;
+        if (!c) {
+            memcpy(y, x, sizeof(float) * D);
+            continue;
+        }
+        float sign = back ? -1.0f : 1.0f;
+        for (int j = 0; j < h; j++) {
+            float x1 = x[j], x2 = x[j + h], sj = sign * sv[j];
+            y[j] = x1 * c[j] - x2 * sj;
+            y[j + h] = x2 * c[j] + x1 * sj;
+        }
+    }
+}
+
 /* zeros after the diagonal, up to the next multiple of KC * W keys (the key-chunk sums read that far) */
 static void pad_row(float *row, int i, int Tp) {
     int end = min_int(round_up(i + 1, KC * W), Tp);
     if (end > i + 1) memset(row + i + 1, 0, sizeof(float) * (end - i - 1));
 }
 
-/* one query head of one batch row: o, and p rows (NULL: not kept) */
-static inline __attribute__((always_inline)) void fwd_head(
-        const float *qb, long qst, const float *kt, const float *vb, long vst, float *ob, long ost, float *pb,
-        float *s, int T, int Tp, int D, int nd, float scale) {
+/* S rows i0.. (up to R) = scale Q K^T, masked (keys j > i: -inf), nk = the tile's keys rounded to W */
+static inline void score_rows(const float *qb, long qst, int i0, int nrows, const float *kt, int Tp, int D, int nk,
+                              float *s, float scale) {
     const vi iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    panel_gemm(qb + i0 * qst, qst, 1, nrows, kt, Tp, 0, D, 0, nk, s, Tp, scale, 0);
+    for (int r = 0; r < nrows; r++) {
+        int i = i0 + r;
+        for (int j = nk - W; j >= 0 && j + W - 1 > i; j -= W) {  /* only the diagonal's vectors */
+            float *sj = s + (long)r * Tp + j;
+            st(sj, vsel(iota + j <= i, ld(sj), splat(-INFINITY)));
+        }
+    }
+}
+
+/* one query head of one batch row: o, and each row's log-sum-exp (NULL: not kept) */
+static inline __attribute__((always_inline)) void fwd_head(
+        const float *qb, long qst, const float *kt, const float *vb, long vst, float *ob, long ost, float *lse,
+        float *s, int T, int Tp, int D, int nd, float scale) {
     for (int i0 = 0; i0 < T; i0 += R) {
         int nrows = min_int(T - i0, R), nk = round_up(i0 + nrows, W);
-        panel_gemm(qb + i0 * qst, qst, 1, nrows, kt, Tp, 0, D, 0, nk, s, Tp, scale, 0);
+        score_rows(qb, qst, i0, nrows, kt, Tp, D, nk, s, scale);
         for (int r = 0; r < nrows; r++) {
             float *sr = s + (long)r * Tp;
-            int i = i0 + r;
             vf m = splat(-INFINITY);
+            for (int j = 0; j < nk; j += W) m = vmax(ld(sr + j), m);
+            float mx = hmax(m);
+            vf vm = splat(mx), sum = splat(0.0f);
             for (int j = 0; j < nk; j += W) {
-                vf x = ld(sr + j);
-                if (j + W - 1 > i) {  /* causal: keys j <= i */
-                    x = vsel(iota + j <= i, x, splat(-INFINITY));
-                    st(sr + j, x);
-                }
-                m = vmax(x, m);
-            }
-            vf mx = splat(hmax(m)), sum = splat(0.0f);
-            for (int j = 0; j < nk; j += W) {
-                vf e = vexp(ld(sr + j) - mx);
+                vf e = vexp(ld(sr + j) - vm);
                 st(sr + j, e);
                 sum += e;
             }
-            vf inv = splat(1.0f / hsum(sum));
+            float total = hsum(sum);
+            vf inv = splat(1.0f / total);
             for (int j = 0; j < nk; j += W) st(sr + j, ld(sr + j) * inv);
-            if (pb) {
-                float *prow = pb + (long)i * Tp;
-                memcpy(prow, sr, sizeof(float) * (i + 1));
-                pad_row(prow, i, Tp);
-            }
+            if (lse) lse[i0 + r] = mx + logf(total);
         }
         weights_by_rows(s, Tp, nrows, i0 + nrows, vb, vst, nd, 1.0f, ob + i0 * ost, ost);
     }
 }
 
-/* one query head's share of the backward: dq; dS in ds; dK^T and dV^T of its kv head accumulated
- * into dkt, dvt (D x Tp) */
+/* one query head's share of the backward: P recomputed from the scores and the forward's
+ * log-sum-exp (into p), dS into ds, dq; dK^T and dV^T of its kv head accumulated into dkt, dvt
+ * (D x Tp). p and ds stay in cache for the key-side sums. */
 static inline __attribute__((always_inline)) void bwd_head(
-        const float *qb, long qst, const float *kb, long kst, const float *vt, const float *ob, long ost,
-        const float *pb, const float *dob, long dost, float *dqb, long dqst, float *ds, float *dkt, float *dvt,
-        int T, int Tp, int D, int nd, float scale) {
-    TIC
-    for (int i0 = 0; i0 < T; i0 += R) {  /* dS = P (dP - rowsum(dO o O)), dQ = scale dS K */
+        const float *qb, long qst, const float *kt, const float *kb, long kst, const float *vt, const float *ob,
+        long ost, const float *lse, const float *dob, long dost, float *dqb, long dqst, float *p, float *ds,
+        float *dkt, float *dvt, int T, int Tp, int D, int nd, float scale) {
+    for (int i0 = 0; i0 < T; i0 += R) {  /* P, dS = P (dP - rowsum(dO o O)), dQ = scale dS K */
         int nrows = min_int(T - i0, R), nk = round_up(i0 + nrows, W);
-        float *dsr0 = ds + (long)i0 * Tp;
+        float *pr0 = p + (long)i0 * Tp, *dsr0 = ds + (long)i0 * Tp;
+        score_rows(qb, qst, i0, nrows, kt, Tp, D, nk, pr0, scale);
         panel_gemm(dob + i0 * dost, dost, 1, nrows, vt, Tp, 0, D, 0, nk, dsr0, Tp, 1.0f, 0);  /* dP */
-        TOC(0)
         for (int r = 0; r < nrows; r++) {
             int i = i0 + r;
-            const float *dor = dob + i * dost, *orow = ob + i * ost, *pr = pb + (long)i * Tp;
+            const float *dor = dob + i * dost, *orow = ob + i * ost;
             vf acc = splat(0.0f);
             for (int c = 0; c < nd; c++) acc += ld(dor + c * W) * ld(orow + c * W);
-            vf di = splat(hsum(acc));
-            float *dsr = dsr0 + (long)r * Tp;
-            for (int j = 0; j < nk; j += W) st(dsr + j, ld(pr + j) * (ld(dsr + j) - di));  /* P is 0 past i */
+            vf di = splat(hsum(acc)), l = splat(lse[i]);
+            float *pr = pr0 + (long)r * Tp, *dsr = dsr0 + (long)r * Tp;
+            for (int j = 0; j < nk; j += W) {
+                vf pj = vexp(ld(pr + j) - l);  /* 0 past i: exp(-inf) */
+                st(pr + j, pj);
+                st(dsr + j, pj * (ld(dsr + j) - di));
+            }
+            pad_row(pr, nk - 1, Tp);
             pad_row(dsr, nk - 1, Tp);
         }
-        TOC(1)
         weights_by_rows(dsr0, Tp, nrows, i0 + nrows, kb, kst, nd, scale, dqb + i0 * dqst, dqst);
-        TOC(2)
     }
-    TOC(3)
     for (int kc = 0; kc < T; kc += KC * W) {  /* keys kc.., queries i >= kc (dS, P are 0 above the diagonal) */
         int ke = min_int(kc + KC * W, Tp);
         for (int d0 = 0; d0 < D; d0 += R) {
             panel_gemm(qb + d0, 1, qst, R, ds, Tp, kc, T, kc, ke, dkt + (long)d0 * Tp, Tp, scale, 1);
-            TOC(4)
-            panel_gemm(dob + d0, 1, dost, R, pb, Tp, kc, T, kc, ke, dvt + (long)d0 * Tp, Tp, 1.0f, 1);
-            TOC(5)
+            panel_gemm(dob + d0, 1, dost, R, p, Tp, kc, T, kc, ke, dvt + (long)d0 * Tp, Tp, 1.0f, 1);
         }
     }
 }
@@ -258,68 +283,83 @@ static inline __attribute__((always_inline)) void bwd_head(
         default: { const int nd_ = nd; call; break; }                    \
     }
 
-void lab_attn_fwd(const float *q, const float *k, const float *v, float *o, float *p,
-                  int B, int H, int G, int T, int D,
+void lab_attn_fwd(const float *q, const float *k, const float *v, const float *cs, const float *sn, float *o,
+                  float *lse, int B, int H, int G, int T, int D,
                   long qsb, long qsh, long qst, long ksb, long ksh, long kst,
                   long vsb, long vsh, long vst, long osb, long osh, long ost, float scale, int threads) {
     int Tp = round_up(T, W), rep = H / G, nd = D / W;
+    size_t rows = sizeof(float) * (size_t)T * D;
 #pragma omp parallel num_threads(threads)
     {
         float *kt = aligned_alloc(64, sizeof(float) * (size_t)D * Tp);
         float *s = aligned_alloc(64, sizeof(float) * (size_t)R * Tp);
+        float *qr = aligned_alloc(64, rows), *kr = aligned_alloc(64, rows);
 #pragma omp for schedule(dynamic)
         for (int task = 0; task < B * G; task++) {
             int b = task / G, g = task % G;
-            transpose(k + b * ksb + g * ksh, kst, T, D, Tp, kt);
+            rope_rows(k + b * ksb + g * ksh, kst, T, D, cs, sn, 0, kr, D);
+            transpose(kr, D, T, D, Tp, kt);
             const float *vb = v + b * vsb + g * vsh;
             for (int h = g * rep; h < (g + 1) * rep; h++) {
-                const float *qb = q + b * qsb + h * qsh;
-                float *ob = o + b * osb + h * osh, *pb = p ? p + ((long)(b * H + h) * T) * Tp : NULL;
-                DISPATCH(fwd_head(qb, qst, kt, vb, vst, ob, ost, pb, s, T, Tp, D, nd_, scale))
+                rope_rows(q + b * qsb + h * qsh, qst, T, D, cs, sn, 0, qr, D);
+                float *ob = o + b * osb + h * osh, *lb = lse ? lse + (long)(b * H + h) * T : NULL;
+                DISPATCH(fwd_head(qr, D, kt, vb, vst, ob, ost, lb, s, T, Tp, D, nd_, scale))
             }
         }
         free(kt);
         free(s);
+        free(qr);
+        free(kr);
     }
 }
 
-void lab_attn_bwd(const float *q, const float *k, const float *v, const float *o, const float *p,
-                  const float *dout, float *dq, float *dk, float *dv, int B, int H, int G, int T, int D,
+void lab_attn_bwd(const float *q, const float *k, const float *v, const float *cs, const float *sn, const float *o,
+                  const float *lse, const float *dout, float *dq, float *dk, float *dv, int B, int H, int G, int T,
+                  int D,
                   long qsb, long qsh, long qst, long ksb, long ksh, long kst, long vsb, long vsh, long vst,
                   long osb, long osh, long ost, long dosb, long dosh, long dost,
                   long dqsb, long dqsh, long dqst, long dksb, long dksh, long dkst,
                   long dvsb, long dvsh, long dvst, float scale, int threads) {
     int Tp = round_up(T, W), rep = H / G, nd = D / W;
-    size_t panel = sizeof(float) * (size_t)D * Tp;
+    size_t panel = sizeof(float) * (size_t)D * Tp, rows = sizeof(float) * (size_t)T * D;
 #pragma omp parallel num_threads(threads)
     {
-        float *vt = aligned_alloc(64, panel);
+        float *vt = aligned_alloc(64, panel), *kt = aligned_alloc(64, panel);
         float *dkt = aligned_alloc(64, panel), *dvt = aligned_alloc(64, panel);
-        float *ds = aligned_alloc(64, sizeof(float) * (size_t)T * Tp);
+        float *ds = aligned_alloc(64, sizeof(float) * (size_t)T * Tp), *pp = aligned_alloc(64, sizeof(float) * (size_t)T * Tp);
+        float *qr = aligned_alloc(64, rows), *kr = aligned_alloc(64, rows), *gr = aligned_alloc(64, rows);
 #pragma omp for schedule(dynamic)
         for (int task = 0; task < B * G; task++) {
             int b = task / G, g = task % G;
-            const float *kb = k + b * ksb + g * ksh, *vb = v + b * vsb + g * vsh;
-            transpose(vb, vst, T, D, Tp, vt);
+            rope_rows(k + b * ksb + g * ksh, kst, T, D, cs, sn, 0, kr, D);
+            transpose(kr, D, T, D, Tp, kt);
+            transpose(v + b * vsb + g * vsh, vst, T, D, Tp, vt);
             memset(dkt, 0, panel);
             memset(dvt, 0, panel);
             for (int h = g * rep; h < (g + 1) * rep; h++) {
-                const float *qb = q + b * qsb + h * qsh, *ob = o + b * osb + h * osh;
-                const float *dob = dout + b * dosb + h * dosh, *pb = p + ((long)(b * H + h) * T) * Tp;
-                float *dqb = dq + b * dqsb + h * dqsh;
-                DISPATCH(bwd_head(qb, qst, kb, kst, vt, ob, ost, pb, dob, dost, dqb, dqst, ds, dkt, dvt, T, Tp, D,
-                                  nd_, scale))
+                rope_rows(q + b * qsb + h * qsh, qst, T, D, cs, sn, 0, qr, D);
+                const float *ob = o + b * osb + h * osh;
+                const float *dob = dout + b * dosb + h * dosh, *lb = lse + (long)(b * H + h) * T;
+                DISPATCH(bwd_head(qr, D, kt, kr, D, vt, ob, ost, lb, dob, dost, gr, D, pp, ds, dkt, dvt, T, Tp, D, nd_,
+                                  scale))
+                rope_rows(gr, D, T, D, cs, sn, 1, dq + b * dqsb + h * dqsh, dqst);  /* dq: rotated back */
             }
-            float *dkb = dk + b * dksb + g * dksh, *dvb = dv + b * dvsb + g * dvsh;
+            float *dvb = dv + b * dvsb + g * dvsh;
             for (int t = 0; t < T; t++)
                 for (int d = 0; d < D; d++) {
-                    dkb[t * dkst + d] = dkt[(long)d * Tp + t];
+                    gr[(long)t * D + d] = dkt[(long)d * Tp + t];
                     dvb[t * dvst + d] = dvt[(long)d * Tp + t];
                 }
+            rope_rows(gr, D, T, D, cs, sn, 1, dk + b * dksb + g * dksh, dkst);
         }
         free(vt);
+        free(kt);
         free(dkt);
         free(dvt);
         free(ds);
+        free(pp);
+        free(qr);
+        free(kr);
+        free(gr);
     }
 }

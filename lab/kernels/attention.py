@@ -5,7 +5,7 @@ is built (:func:`usable`); it takes and returns the (B, H, T, D) views the model
 through their strides, and returns outputs and input gradients laid out as (B, T, H, D) memory, so
 the model's transposes around it cost no copies. The ops (``lab::attn_fwd``, ``lab::attn_infer``,
 ``lab::attn_bwd``) have fake implementations, so ``torch.compile`` keeps them as calls and fuses the
-work around them. The backward reuses the forward's probabilities P (B, H, T, T floats, rows padded to 16).
+work around them. The forward keeps each row's log-sum-exp; the backward recomputes the probabilities from it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch
 
 from lab.kernels import load
 
-MAX_T = 1024  # P takes 4 T^2 bytes per (batch, head); beyond this torch's flash kernel is the better trade
-_ARGTYPES_FWD = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5 + [ctypes.c_long] * 12 + [ctypes.c_float, ctypes.c_int]
-_ARGTYPES_BWD = [ctypes.c_void_p] * 9 + [ctypes.c_int] * 5 + [ctypes.c_long] * 24 + [ctypes.c_float, ctypes.c_int]
+MAX_T = 2048  # the backward's per-thread scratch holds two T x T float tiles (32 MiB at 2048)
+_ARGTYPES_FWD = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 5 + [ctypes.c_long] * 12 + [ctypes.c_float, ctypes.c_int]
+_ARGTYPES_BWD = [ctypes.c_void_p] * 11 + [ctypes.c_int] * 5 + [ctypes.c_long] * 24 + [ctypes.c_float, ctypes.c_int]
 _LIB: list = []
 
 
@@ -47,66 +47,70 @@ def _bthd(B: int, H: int, T: int, D: int, like: torch.Tensor) -> torch.Tensor:
     return torch.empty((B, T, H, D), dtype=like.dtype, device=like.device).transpose(1, 2)
 
 
-def _padded(T: int) -> int:
-    """P's row length: T rounded up to the kernel's vector of 16 floats."""
-    return (T + 15) // 16 * 16
-
-
 def _strides(t: torch.Tensor) -> list[int]:
     return [t.stride(0), t.stride(1), t.stride(2)]
 
 
-def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_p: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return t.data_ptr() if t is not None and t.numel() else None
+
+
+def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
+         keep_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     B, H, T, D = q.shape
     o = _bthd(B, H, T, D, q)
-    p = torch.empty((B, H, T, _padded(T)) if keep_p else (0,), dtype=q.dtype, device=q.device)
-    _lib().lab_attn_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), p.data_ptr() if keep_p else None,
+    lse = torch.empty((B, H, T) if keep_lse else (0,), dtype=q.dtype, device=q.device)
+    _lib().lab_attn_fwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), _ptr(cos), _ptr(sin), o.data_ptr(), _ptr(lse),
                         B, H, k.shape[1], T, D, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
                         1.0 / math.sqrt(D), torch.get_num_threads())
-    return o, p
+    return o, lse
 
 
 @torch.library.custom_op("lab::attn_fwd", mutates_args=())
-def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal attention output (B, H, T, D) and the probabilities P (B, H, T, T padded to 16) the backward needs."""
-    return _fwd(q, k, v, keep_p=True)
+def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention output (B, H, T, D) and each row's log-sum-exp (B, H, T), from which the
+    backward recomputes the probabilities; q and k rotated by the RoPE tables ``cos``, ``sin``
+    (T, D/2) first (empty: none)."""
+    return _fwd(q, k, v, cos, sin, keep_lse=True)
 
 
 @attn_fwd.register_fake
-def _(q, k, v):
+def _(q, k, v, cos, sin):
     B, H, T, D = q.shape
-    return _bthd(B, H, T, D, q), q.new_empty((B, H, T, _padded(T)))
+    return _bthd(B, H, T, D, q), q.new_empty((B, H, T))
 
 
 @torch.library.custom_op("lab::attn_infer", mutates_args=())
-def attn_infer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal attention output only (no gradient wanted: P is not kept)."""
-    return _fwd(q, k, v, keep_p=False)[0]
+def attn_infer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+               ) -> torch.Tensor:
+    """Causal attention output only (no gradient wanted: the log-sum-exp is not kept)."""
+    return _fwd(q, k, v, cos, sin, keep_lse=False)[0]
 
 
 @attn_infer.register_fake
-def _(q, k, v):
+def _(q, k, v, cos, sin):
     return _bthd(*q.shape, q)
 
 
 @torch.library.custom_op("lab::attn_bwd", mutates_args=())
-def attn_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, p: torch.Tensor,
-             do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of q, k, v from the output's gradient ``do``."""
+def attn_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+             o: torch.Tensor, lse: torch.Tensor, do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of the (unrotated) q, k and of v from the output's gradient ``do``."""
     B, H, T, D = q.shape
     G = k.shape[1]
     if do.stride(-1) != 1:
         do = do.contiguous()
     dq, dk, dv = _bthd(B, H, T, D, q), _bthd(B, G, T, D, k), _bthd(B, G, T, D, v)
-    _lib().lab_attn_bwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), p.data_ptr(), do.data_ptr(),
-                        dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), B, H, G, T, D,
+    _lib().lab_attn_bwd(q.data_ptr(), k.data_ptr(), v.data_ptr(), _ptr(cos), _ptr(sin), o.data_ptr(), lse.data_ptr(),
+                        do.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), B, H, G, T, D,
                         *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(do),
                         *_strides(dq), *_strides(dk), *_strides(dv), 1.0 / math.sqrt(D), torch.get_num_threads())
     return dq, dk, dv
 
 
 @attn_bwd.register_fake
-def _(q, k, v, o, p, do):
+def _(q, k, v, cos, sin, o, lse, do):
     B, H, T, D = q.shape
     G = k.shape[1]
     return _bthd(B, H, T, D, q), _bthd(B, G, T, D, k), _bthd(B, G, T, D, v)
@@ -114,19 +118,25 @@ def _(q, k, v, o, p, do):
 
 def _setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs, *output)
-    ctx.set_materialize_grads(False)  # P gets no gradient: no (B, H, T, T) tensor of zeros
+    ctx.set_materialize_grads(False)  # the log-sum-exp gets no gradient: no tensor of zeros for it
 
 
-def _backward(ctx, grad_o, grad_p):
-    q, k, v, o, p = ctx.saved_tensors
-    return attn_bwd(q, k, v, o, p, grad_o)
+def _backward(ctx, grad_o, grad_lse):
+    q, k, v, cos, sin, o, lse = ctx.saved_tensors
+    dq, dk, dv = attn_bwd(q, k, v, cos, sin, o, lse, grad_o)
+    return dq, dk, dv, None, None
 
 
 torch.library.register_autograd("lab::attn_fwd", _backward, setup_context=_setup)
 
+_NO_ROPE = torch.empty(0)
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal softmax attention of q (B, H, T, D) over k, v (B, G, T, D), scale 1/sqrt(D)."""
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Causal softmax attention of q (B, H, T, D) over k, v (B, G, T, D), scale 1/sqrt(D); with
+    ``rope = (cos, sin)`` (contiguous (T, D/2) tables) q and k are rotated first (rotate-half pairs)."""
+    cos, sin = rope if rope is not None else (_NO_ROPE, _NO_ROPE)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return attn_fwd(q, k, v)[0]
-    return attn_infer(q, k, v)
+        return attn_fwd(q, k, v, cos, sin)[0]
+    return attn_infer(q, k, v, cos, sin)

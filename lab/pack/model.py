@@ -25,7 +25,16 @@ import torch.nn.functional as F
 
 from lab.config import ModelConfig
 from lab.counting import Shape
-from lab.model import Transformer, apply_rope, attention, rms_norm, rope_tables
+from lab.model import (
+    Rope,
+    Transformer,
+    grouped_cross_entropy,
+    grouped_rms_norm,
+    register_rope,
+    rope_for,
+    rotary_attention,
+    swiglu,
+)
 
 # packed parameter name -> the solo model's state_dict key ("{i}" is the block index)
 _BLOCK = {
@@ -47,7 +56,7 @@ def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     """Per-member RMSNorm: x (K, M, d), gains w (K, d)."""
-    return rms_norm(x, w[:, None, :], eps)
+    return grouped_rms_norm(x, w, eps)
 
 
 class PackedBlock(nn.Module):
@@ -64,19 +73,19 @@ class PackedBlock(nn.Module):
         self.gate_up = _stacked(K, 2 * s.d_ff, s.d_model)
         self.down = _stacked(K, s.d_model, s.d_ff)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
         K, B, T, _ = x.shape
         H, G, hd = self.n_heads, self.n_kv, self.hd
         h = _rms_norm(x.view(K, B * T, -1), self.attn_norm, self.eps)
         wq, wk, wv = self.qkv.split((H * hd, G * hd, G * hd), dim=1)
-        q = apply_rope(_linear(h, wq).view(K * B, T, H, hd), cos, sin).transpose(1, 2)
-        k = apply_rope(_linear(h, wk).view(K * B, T, G, hd), cos, sin).transpose(1, 2)
-        v = _linear(h, wv).view(K * B, T, G, hd).transpose(1, 2)
-        y = attention(q, k, v).transpose(1, 2).reshape(K, B * T, H * hd)
+        q = _linear(h, wq).view(K * B, T, H, hd)
+        k = _linear(h, wk).view(K * B, T, G, hd)
+        v = _linear(h, wv).view(K * B, T, G, hd)
+        y = rotary_attention(q, k, v, rope).reshape(K, B * T, H * hd)
         x = x + _linear(y, self.proj).view(K, B, T, -1)
         h = _rms_norm(x.view(K, B * T, -1), self.mlp_norm, self.eps)
         w_gate, w_up = self.gate_up.split(self.d_ff, dim=1)
-        return x + _linear(F.silu(_linear(h, w_gate)) * _linear(h, w_up), self.down).view(K, B, T, -1)
+        return x + _linear(swiglu(_linear(h, w_gate), _linear(h, w_up)), self.down).view(K, B, T, -1)
 
 
 class PackedTransformer(nn.Module):
@@ -97,9 +106,7 @@ class PackedTransformer(nn.Module):
         self.blocks = nn.ModuleList(PackedBlock(s, members, cfg.norm_eps) for _ in range(s.num_layers))
         self.norm = _stacked(members, s.d_model)
         self.lm_head = self.tok_emb if s.tie_embeddings else _stacked(members, s.vocab_size, s.d_model)
-        cos, sin = rope_tables(s.seq_len, s.head_dim, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        register_rope(self, s, cfg)
         self.register_buffer("vocab_offsets", torch.arange(members)[:, None, None] * s.vocab_size, persistent=False)
 
     # ---- members in and out --------------------------------------------------------------------
@@ -158,14 +165,12 @@ class PackedTransformer(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         K, B, T = idx.shape
         s = self.shape
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        rope = rope_for(self, T)
         x = F.embedding(idx + self.vocab_offsets[:K], self.tok_emb.view(-1, s.d_model))
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, rope)
         h = _rms_norm(x.view(K, B * T, -1), self.norm, self.cfg.norm_eps)
         logits = _linear(h, self.lm_head)
         if targets is None:
             return logits.view(K, B, T, -1)
-        # one cross_entropy per member: the solo model's call on the same rows, so the same bits
-        flat = logits.float().view(K, B * T, s.vocab_size)
-        return torch.stack([F.cross_entropy(flat[k], targets[k].reshape(-1)) for k in range(K)])
+        return grouped_cross_entropy(logits.view(K, B * T, s.vocab_size), targets.reshape(K, B * T))
