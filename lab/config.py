@@ -94,7 +94,8 @@ class TrainConfig:
     diverge_factor: float = 2.0  # loss above factor x initial loss (or non-finite) = diverged
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
-    compile: str = "auto"  # auto: torch.compile on GPU only (costs ~20 s/shape on CPU, gains little)
+    # auto: torch.compile on a GPU; on a CPU when the run is long enough to repay compiling (lab.compile)
+    compile: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     # Gradient noise scale (McCandlish et al. 2018): B_noise from micro-batch vs batch gradient norms,
     # logged per step (needs >= 2 micro-batches per step, one process); where larger batches stop paying.

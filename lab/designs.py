@@ -315,8 +315,9 @@ def mixture_point(mix: dict[str, float], n: float, tokens_per_param: float = 20.
                  tags={"design": "mixture", "mixture_index": j, "size_index": i})
 
 
-def plan_table(specs: Sequence[RunSpec], flops_per_s: float | None = None) -> str:
-    """The dry-run table: one line per run, the total compute and an estimated wall time."""
+def plan_table(specs: Sequence[RunSpec], flops_per_s: float | None = None, compile_s: float = 0.0) -> str:
+    """The dry-run table: one line per run, the total compute and an estimated wall time (training at
+    ``flops_per_s``, plus ``compile_s`` seconds of compiling)."""
     lines = [f"{'run':<22s} {'N':>11s} {'D':>10s} {'C':>10s} {'B':>6s} {'lr':>8s}  mixture"]
     for s in specs:
         mix = s.mixture if isinstance(s.mixture, str) else ", ".join(f"{k}={v:.2f}" for k, v in s.mixture.items() if v > 0)
@@ -326,5 +327,7 @@ def plan_table(specs: Sequence[RunSpec], flops_per_s: float | None = None) -> st
     if flops_per_s:
         tail += (f", about {total / flops_per_s / 60:.1f} min of training at {flops_per_s / 1e9:.1f} GFLOP/s "
                  f"(probed; start-up and evaluation come on top)")
+    if compile_s:
+        tail += f", plus about {compile_s / 60:.1f} min compiling"
     lines.append(tail)
     return "\n".join(lines)

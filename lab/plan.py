@@ -48,6 +48,10 @@ class RunPlan:
     def flops_per_token(self) -> float:
         return self.counts["flops_per_token"]
 
+    def flops_with_branches(self, batch_tokens: int) -> float:
+        """C of the main run plus its cooldown branches' own steps (what the run computes in all)."""
+        return self.flops + sum(end - start for start, end in self.branches.items()) * batch_tokens * self.flops_per_token
+
     def derived(self) -> dict[str, Any]:
         """The ``derived`` section of ``config.yaml``: plain values only."""
         skip = ("shape", "counts", "branches")

@@ -24,8 +24,8 @@ def result_record(cfg: RunConfig, plan: RunPlan, run: dict[str, Any], state: dic
     ``run``: status, error, run_dir, steps done, wall seconds, the corpus' name/tokenizer/vocab and
     the cooldown branches' rows; ``state``: the loop's accumulators (resumes, GNS estimates);
     ``last``: the last step's loss_train, lr and grad_norm, and the last evaluation (``eval``);
-    ``hardware``: device, dtype, threads, world_size, parallel, and ``pack_members`` (how many runs
-    trained in the process, :mod:`lab.pack`; 1 for a solo run).
+    ``hardware``: device, dtype, threads, world_size, parallel, ``pack_members`` (how many runs
+    trained in the process, :mod:`lab.pack`; 1 for a solo run) and ``compiled`` (``torch.compile``).
     """
     t, c, B = cfg.train, plan.counts, cfg.train.batch_tokens
     steps, wall, fpt, ev = run["steps"], run["wall_s"], plan.flops_per_token, last["eval"]
@@ -51,7 +51,8 @@ def result_record(cfg: RunConfig, plan: RunPlan, run: dict[str, Any], state: dic
         "device": hardware["device"], "dtype": hardware["dtype"], "threads": hardware["threads"],
         "resumes": state["resumes"], "gns_B_noise": gns, "cooldowns": run["cooldowns"],
         "world_size": hardware["world_size"], "parallel": hardware["parallel"],
-        "pack_members": hardware.get("pack_members", 1), "recipe": cfg.recipe,
+        "pack_members": hardware.get("pack_members", 1), "compiled": hardware.get("compiled", False),
+        "recipe": cfg.recipe,
         "recipe_sha256": run.get("recipe_sha256"), "corpus_fingerprint": run.get("corpus_fingerprint"), "tags": cfg.tags,
     }
 

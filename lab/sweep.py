@@ -8,8 +8,12 @@ with ``run_dir`` = its own Hydra output folder. Launchers (``conf/hydra/launcher
 ``slurm`` (``hydra/launcher=slurm``).
 
 * ``--plan``: print the expanded design (N, D, C, batch, LR, mixture per run), the total compute
-  and an estimated wall time from a quick speed probe, and launch nothing. A real launch prints
-  the same table first.
+  and an estimated wall time from a quick speed probe (compiling included), the packs and which
+  processes compile, and launch nothing. A real launch prints the same table first.
+* Runs of one shape and one micro-batch train together in one process (:mod:`lab.pack`, planned in
+  ``<sweep dir>/packs.json``), bit for bit as they would alone; ``--no-pack`` (or ``LAB_PACK=0``)
+  trains one run per process. All runs share one compile cache (``<sweep dir>/.compile_cache``, or
+  ``$LAB_COMPILE_CACHE``): a shape is compiled cold once (:mod:`lab.compile`).
 * Relaunching a sweep into the same ``hydra.sweep.dir`` (the default folder has no timestamp)
   skips finished runs and resumes interrupted ones from their checkpoints.
 * A failed or diverged run is recorded (``result.json``) and never stops the rest of the grid.
@@ -338,13 +342,68 @@ def print_plan(config_name: str, overrides: list[str], probe: bool = True, exclu
     rate = speed_probe(specs, jobs[0].cfg) * workers if probe else None
     print(f"[sweep] {config_name}: {len(jobs)} jobs, {workers} local workers")
     shown = [j.spec if j.spec.mixture != "natural" else replace(j.spec, mixture=j.cfg.data.mixture) for j in jobs]
-    print(plan_table(shown, rate))  # a data.mixture override is what the runs train on
+    packs = pack_plan(jobs, workers, memory_budget(True, workers, None)) if pack else [[j.folder] for j in jobs]
+    compiles, compile_s = compile_plan(jobs, packs)
+    print(plan_table(shown, rate, compile_s / max(1, workers)))  # a data.mixture override is what the runs train on
     if pack:
-        packs = pack_plan(jobs, workers, memory_budget(True, workers, None))
         sizes = sorted((len(p) for p in packs), reverse=True)
         print(f"[sweep] packing: {len(jobs)} runs in {len(packs)} processes (members per pack: "
               f"{', '.join(map(str, sizes))}); --no-pack trains one run per process")
+    print(f"[sweep] compile: {compiles} of {len(packs)} processes compile their step (~{compile_s:.0f} s in all, one "
+          f"cache shared by the sweep)" if compiles else
+          f"[sweep] compile: none ({_compile_reason(jobs, packs)})")
     return jobs
+
+
+def compile_plan(jobs: Sequence[Job], packs: list[list[str]], device_type: str | None = None) -> tuple[int, float]:
+    """(how many of the sweep's processes compile their step, the compile seconds in all) under each
+    run's ``train.compile`` (:func:`lab.compile.decide`): the first process of a step compiles cold,
+    the later ones load it warm from the sweep's shared cache."""
+    from lab.compile import decide
+
+    seen: set[str] = set()
+    count, seconds = 0, 0.0
+    for members, key in _pack_steps(jobs, packs, device_type):
+        t = members[0].cfg.train
+        dec = decide(t.compile, _device(device_type), _pack_flops(members), max(1, t.threads), key in seen)
+        if dec.on:
+            count, seconds = count + 1, seconds + dec.cost_s
+            seen.add(key)
+    return count, seconds
+
+
+def _compile_reason(jobs: Sequence[Job], packs: list[list[str]]) -> str:
+    """Why the first process does not compile (the plan's line when none does)."""
+    from lab.compile import decide
+
+    for members, _ in _pack_steps(jobs, packs, None):
+        t = members[0].cfg.train
+        return decide(t.compile, _device(None), _pack_flops(members), max(1, t.threads), False).reason
+    return "no runs"
+
+
+def _pack_steps(jobs: Sequence[Job], packs: list[list[str]], device_type: str | None
+                ) -> Iterator[tuple[list[Job], str]]:
+    """Each process's runs and its step's compile-cache key (:func:`lab.compile.shape_key`)."""
+    from lab.compile import shape_key
+    from lab.counting import shape_from_config
+
+    by_name = {j.folder: j for j in jobs}
+    for p in packs:
+        members = [by_name[n] for n in p]
+        cfg = members[0].cfg
+        shape = shape_from_config(cfg.model, _rule(cfg).vocab_size, cfg.data.seq_len)
+        yield members, shape_key(shape, _device(device_type), len(members))
+
+
+def _pack_flops(members: Sequence[Job]) -> float:
+    """Training FLOPs of a pack's members, their cooldown branches' own steps included."""
+    return sum(j.spec.flops + sum(j.cfg.train.decay * d * j.spec.flops / j.spec.tokens for d in j.spec.cooldowns)
+               for j in members)
+
+
+def _device(device_type: str | None) -> str:
+    return device_type or ("cuda" if _has_cuda() else "cpu")
 
 
 def pack_plan(jobs: Sequence[Job], workers: int, budget: float, skip: Sequence[str] = ()) -> list[list[str]]:
@@ -405,7 +464,10 @@ def run_job(cfg: Any) -> str:
 
     from lab.train import train
 
+    from lab.compile import CACHE_ENV, use_cache
+
     hc = HydraConfig.get()
+    use_cache(os.environ.get(CACHE_ENV) or Path(hc.sweep.dir) / ".compile_cache")  # one cache for the sweep
     scfg = to_run_config(cfg, SweepConfig)
     scfg.run_dir = hc.runtime.output_dir
     local = "LocalLauncher" in str(hc.launcher.get("_target_", ""))
@@ -612,7 +674,7 @@ def _split_argv(argv: list[str]) -> tuple[str, list[str]]:
 
 def main() -> None:
     argv = sys.argv[1:]
-    plan_only, pack = "--plan" in argv, "--no-pack" not in argv
+    plan_only, pack = "--plan" in argv, "--no-pack" not in argv and os.environ.get("LAB_PACK", "1") != "0"
     argv = [a for a in argv if a not in ("--plan", "--no-pack")]
     try:
         name, overrides = _split_argv(argv)

@@ -57,6 +57,7 @@ import torch
 import torch.distributed as dist
 
 from lab.checkpoint import CheckpointError, full_state, load_state, read_jsonl, save_checkpoint
+from lab.compile import CompileDecision, decide, mark_compiled, shape_key, warm
 from lab.config import RunConfig, to_run_config
 from lab.counting import micro_batch_sizes
 from lab.data import load_corpus
@@ -108,6 +109,7 @@ class Session:
     par: Parallel
     sampler: MixtureSampler
     val_sets: dict[str, torch.Tensor]
+    compile: CompileDecision
     recipe_sha256: str | None = None  # the recipe file this run was trained from (for the back-test)
 
     @property
@@ -224,13 +226,15 @@ def setup(cfg: RunConfig, run_dir: Path) -> Session:
     real = model.param_groups()
     if real != plan.counts["param_groups"]:  # formula and module must agree exactly
         raise AssertionError(f"parameter formula {plan.counts['param_groups']} != module {real}")
-    use_compile = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
+    dec = decide(t.compile, device.type, plan.flops_with_branches(t.batch_tokens), torch.get_num_threads(),
+                 warm(shape_key(plan.shape, device.type)))
     fsdp = shard(model, procs, t.parallel)  # before the optimizer: it must see the sharded parameters
     optimizer = make_optimizer(model, t, fused=not fsdp)
-    par = wrap(model, device, procs, fsdp, use_compile)
+    par = wrap(model, device, procs, fsdp, dec.on)
     sampler = MixtureSampler(corpus, plan.mixture, cfg.data.seq_len, t.seed)
     val_sets = {n: validation_set(corpus, n, cfg.data.seq_len, cfg.data.val_tokens) for n in plan.eval_domains}
-    return Session(cfg, plan, run_dir, rank, procs, device, dtype, corpus, model, optimizer, par, sampler, val_sets)
+    return Session(cfg, plan, run_dir, rank, procs, device, dtype, corpus, model, optimizer, par, sampler, val_sets,
+                   dec)
 
 
 def _check_layout(cfg: RunConfig, plan: RunPlan, procs: int) -> None:
@@ -277,7 +281,8 @@ def _announce(s: Session) -> None:
         f"heads={sh.num_heads}/{sh.num_kv_heads} ff={sh.d_ff} | D={p.tokens:.4g} C={p.flops:.4g} "
         f"| {p.steps} steps x B={s.cfg.train.batch_tokens} ({p.batch_seqs} seqs, accum {p.grad_accum}"
         f"{f' over {s.world} processes' if s.world > 1 else ''}) | {s.device.type}"
-        f"{'/bf16' if s.dtype else '/fp32'} | corpus {s.corpus.meta.get('corpus')} ({s.corpus.tokenizer})",
+        f"{'/bf16' if s.dtype else '/fp32'} | corpus {s.corpus.meta.get('corpus')} ({s.corpus.tokenizer}) | compile "
+        f"{'on' if s.compile.on else 'off'} ({s.compile.reason})",
     )
 
 
@@ -425,7 +430,9 @@ def finish(s: Session, state: dict[str, Any], out: Outcome) -> dict[str, Any]:
            "corpus_fingerprint": s.corpus.fingerprint, "recipe_sha256": s.recipe_sha256}
     hardware = {"device": s.device.type, "dtype": "bfloat16" if s.dtype else "float32",
                 "threads": torch.get_num_threads(), "world_size": s.world,
-                "parallel": cfg.train.parallel if s.world > 1 else "none"}
+                "parallel": cfg.train.parallel if s.world > 1 else "none", "compiled": s.compile.on}
+    if s.compile.on:
+        mark_compiled(shape_key(s.plan.shape, s.device.type))
     result = result_record(cfg, s.plan, run, state, out.last, hardware)
     if s.world > 1:
         dist.destroy_process_group()

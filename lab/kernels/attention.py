@@ -33,13 +33,19 @@ def _lib() -> ctypes.CDLL | None:
     return _LIB[0]
 
 
+@torch.compiler.assume_constant_result  # traced as a constant: no graph break on the ctypes object
+def available() -> bool:
+    """True when the kernel library is built and loaded (built on the first call)."""
+    return _lib() is not None
+
+
 def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """True when the kernel handles these inputs: CPU, fp32, head width a multiple of 16 up to 256,
     T up to :data:`MAX_T`, rows contiguous, heads a multiple of kv heads; and the kernel is built."""
     B, H, T, D = q.shape
     return (q.device.type == "cpu" and q.dtype == k.dtype == v.dtype == torch.float32 and D % 16 == 0 and D <= 256
             and T <= MAX_T and k.shape[1] > 0 and H % k.shape[1] == 0 and not torch.is_autocast_enabled("cpu")
-            and all(t.stride(-1) == 1 for t in (q, k, v)) and _lib() is not None)
+            and all(t.stride(-1) == 1 for t in (q, k, v)) and available())
 
 
 def _bthd(B: int, H: int, T: int, D: int, like: torch.Tensor) -> torch.Tensor:

@@ -37,11 +37,17 @@ def _lib() -> ctypes.CDLL | None:
     return _LIB[0]
 
 
+@torch.compiler.assume_constant_result  # traced as a constant: no graph break on the ctypes object
+def available() -> bool:
+    """True when the kernel library is built and loaded (built on the first call)."""
+    return _lib() is not None
+
+
 def usable(*tensors: torch.Tensor) -> bool:
     """True when the kernels can take these tensors: CPU, fp32 (targets int64), contiguous, no autocast."""
     return (all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
             and all(t.dtype in (torch.float32, torch.int64) for t in tensors)
-            and not torch.is_autocast_enabled("cpu") and _lib() is not None)
+            and not torch.is_autocast_enabled("cpu") and available())
 
 
 def _threads() -> int:

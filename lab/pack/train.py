@@ -35,6 +35,7 @@ from typing import IO, Any, Callable
 import torch
 
 from lab.checkpoint import read_jsonl, save_checkpoint
+from lab.compile import decide, mark_compiled, shape_key, warm
 from lab.config import RunConfig, to_run_config
 from lab.data import load_corpus
 from lab.data.mixture import MixtureSampler, validation_set
@@ -132,12 +133,13 @@ class Context:
     micro: int  # sequences per member per forward
     eval_rows: int  # validation sequences per member per forward (bounded by the logits' memory)
     pack_members: int  # members the pack started with (the record's pack_members)
+    compile_key: str  # the shared compile cache's name for this pack's step (lab.compile)
 
     def hardware(self) -> dict[str, Any]:
         """The record's hardware fields."""
         return {"device": self.hw.device.type, "dtype": "bfloat16" if self.hw.dtype else "float32",
                 "threads": torch.get_num_threads(), "world_size": 1, "parallel": "none",
-                "pack_members": self.pack_members}
+                "pack_members": self.pack_members, "compiled": self.hw.use_compile}
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,10 +227,13 @@ def setup(cfgs: list[RunConfig], budget_bytes: float) -> tuple[Group, Context, l
     model = PackedTransformer.from_seeds(shape, [c.train.seed for c in cfgs], first.model).to(device)
     _check_counts(model, plans[0])
     val_sets = {n: validation_set(corpus, n, first.data.seq_len, first.data.val_tokens) for n in plans[0].eval_domains}
-    hw = Hardware(device, dtype, t.compile == "on" or (t.compile == "auto" and device.type == "cuda"))
+    key = shape_key(shape, device.type, len(cfgs))
+    dec = decide(t.compile, device.type, sum(p.flops_with_branches(c.train.batch_tokens) for c, p in zip(cfgs, plans)),
+                 torch.get_num_threads(), warm(key))
+    hw = Hardware(device, dtype, dec.on)
     logits_bytes = 12.0 * len(cfgs) * shape.seq_len * shape.vocab_size  # logits, softmax, loss terms per row
     eval_rows = max(1, min(plans[0].micro_batch, int(budget_bytes // logits_bytes)))  # the solo run's chunks
-    ctx = Context(hw, corpus, val_sets, micro, eval_rows, len(cfgs))
+    ctx = Context(hw, corpus, val_sets, micro, eval_rows, len(cfgs), key)
     group = Group(model, [c.train for c in cfgs], hw)
     members = []
     for k, (c, p) in enumerate(zip(cfgs, plans)):
@@ -241,7 +246,7 @@ def setup(cfgs: list[RunConfig], budget_bytes: float) -> tuple[Group, Context, l
         members.append(m)
     say(first, f"[pack] {len(cfgs)} runs of N={plans[0].counts['params']:,} (layers={shape.num_layers} "
                f"d={shape.d_model}) in one pack | micro-batch {micro} seqs per member | {device.type}"
-               f"{'/bf16' if dtype else '/fp32'}{' | compiled' if hw.use_compile else ''}")
+               f"{'/bf16' if dtype else '/fp32'} | compile {'on' if dec.on else 'off'} ({dec.reason})")
     return group, ctx, members
 
 
@@ -442,6 +447,8 @@ def _finish(m: Member, ctx: Context, status: str, error: str | None, steps: int 
            "vocab_size": m.sampler.corpus.vocab_size, "cooldowns": read_jsonl(m.run_dir / "cooldowns.jsonl"),
            "corpus_fingerprint": m.sampler.corpus.fingerprint, "recipe_sha256": None}
     m.record = result_record(m.cfg, m.plan, run, m.state, m.last, ctx.hardware())
+    if ctx.hw.use_compile:
+        mark_compiled(ctx.compile_key)
     _close(m)
     atomic_write_json(m.run_dir / "result.json", m.record)
     ckpt = m.ckpt_path

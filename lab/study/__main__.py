@@ -12,6 +12,7 @@ spent), 1 when a stage fails.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stages", help="which stages, e.g. a,b or loss,recipe (default: all)")
     ap.add_argument("--full-seeds", type=int, help="seeds of the full-size run (default 2); relaunching a finished "
                                                    "study with more trains only the new ones and redoes f-g")
+    ap.add_argument("--no-pack", action="store_true", help="train every sweep run in its own process (sweeps pack "
+                    "same-shape runs into one process by default: lab.pack)")
     ap.add_argument("--force", action="store_true", help="write the recipe even when the loss law is ill-posed")
     ap.add_argument("--hparams-sweeps", nargs="+", help="fit these batch x LR sweeps in stage a instead of running one")
     ap.add_argument("--mixing-sweeps", nargs="+", help="fit these mixture sweeps in stage b")
@@ -80,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"[study] {cfg.name} study, seed {cfg.seed}: stages {', '.join(LETTERS[s] for s in stages)} -> {out}",
           flush=True)
+    from lab.compile import use_cache
+
+    use_cache(out / ".compile_cache")  # every sweep and full-size run of the study compiles into one cache
+    if args.no_pack:
+        os.environ["LAB_PACK"] = "0"  # read by every lab.sweep the study starts
     if "hparams" in stages or "mixture" in stages or "loss" in stages:
         from lab.data.build import ensure_corpus
 
