@@ -32,8 +32,13 @@ def _shape(**kw):
     return shape_from_config(cfg, vocab_size=256, seq_len=32), cfg
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["lab kernels", "torch ops"])
 @pytest.mark.parametrize("kw", [{}, {"kv_ratio": 2}, {"tie_embeddings": True}])
-def test_a_member_computes_its_solo_models_bits(kw):
+def test_a_member_computes_its_solo_models_bits(kw, kernels, monkeypatch):
+    """Both with the lab's CPU kernels and with torch's ops (what a GPU runs)."""
+    if not kernels:
+        monkeypatch.setattr("lab.model._kernel_usable", lambda *a: False)
+        monkeypatch.setattr("lab.model._rowops_usable", lambda *a: False)
     shape, cfg = _shape(**kw)
     seeds = [0, 3, 7]
     pack = PackedTransformer.from_seeds(shape, seeds, cfg)
