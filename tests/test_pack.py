@@ -241,6 +241,21 @@ def test_group_runs_packs_by_key_within_limits_and_feeds_every_worker():
     assert len(group_runs([Item(i, "A", 1.0, 16) for i in range(4)], workers=8)) == 4
 
 
+def test_group_runs_splits_a_pack_that_would_leave_cores_idle():
+    """Three sizes x 13 mixtures (compute 1:3:7 per run) on 2 workers: one pack per size would leave a
+    core idle while the largest finishes; the largest is split until the worst order is near even."""
+    from lab.pack.grouping import BALANCE, _worst_finish
+
+    items = [Item(f"s{s}m{m}", s, w, 16) for s, w in ((0, 1.0), (1, 3.0), (2, 7.0)) for m in range(13)]
+    packs = group_runs(items, workers=2)
+    work = {i.id: i.flops for i in items}
+    works = [sum(work[x] for x in p) for p in packs]
+    assert len(packs) > 3 and _worst_finish(works, 2) <= BALANCE * sum(works) / 2
+    assert all(len({x[:2] for x in p}) == 1 for p in packs)  # still one size per pack
+    # equal runs that divide evenly stay in as few packs as workers
+    assert [len(p) for p in group_runs([Item(i, "A", 1.0, 16) for i in range(8)], workers=2)] == [4, 4]
+
+
 def test_pack_micro_divides_every_members_micro_batch_within_memory():
     shape = resolve_shape(vocab_size=256, seq_len=256, num_layers=2, d_model=64, num_heads=2)
     assert pack_micro([8, 16, 32], 4, shape, 1e12) == 8

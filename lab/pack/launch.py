@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from lab.config import RunConfig, SweepConfig, to_run_config
 from lab.counting import Shape, counts
 from lab.io import atomic_write_json, read_json
-from lab.pack.grouping import Item, bytes_per_token, group_runs, pack_key, state_bytes
+from lab.pack.grouping import Item, group_runs, max_members, pack_key
 
 PACKS_FILE = "packs.json"
 LOCAL_MEMORY_SHARE = 0.5  # of the machine's memory, split between the local workers
@@ -40,12 +40,6 @@ def memory_budget(local: bool, workers: int, mem_gb: float | None) -> float:
     return LOCAL_MEMORY_SHARE * total / max(1, workers)
 
 
-def member_limit(shape: Shape, micro: int, budget: float) -> int:
-    """Members of this shape that fit ``budget`` at ``micro`` sequences each, without splitting it."""
-    per = bytes_per_token(shape) * shape.seq_len * micro + state_bytes(shape, counts(shape)["params_total"])
-    return max(1, min(16, int(budget // per)))
-
-
 def plan_packs(jobs: Sequence[tuple[str, RunConfig, Shape, float]], workers: int, budget: float) -> list[list[str]]:
     """Packs of job names from ``(name, run config, shape, FLOPs)``: runs of one pack key and one
     micro-batch together, each pack within ``budget``, at least ``workers`` packs where possible."""
@@ -53,7 +47,7 @@ def plan_packs(jobs: Sequence[tuple[str, RunConfig, Shape, float]], workers: int
     for name, cfg, shape, flops in jobs:
         micro = cfg.train.micro_batch or cfg.train.batch_tokens // cfg.data.seq_len
         key = pack_key(cfg, shape)
-        items.append(Item(name, None if key is None else (key, micro), flops, member_limit(shape, micro, budget)))
+        items.append(Item(name, None if key is None else (key, micro), flops, max_members(shape, counts(shape)["params_total"], budget, micro)))
     return group_runs(items, workers)
 
 

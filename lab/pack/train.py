@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -51,9 +51,9 @@ from lab.record import failure_record, result_record
 from lab.runfolder import (
     PROGRESS_EVERY_S,
     check_same_corpus,
+    append_jsonl,
     completed_record,
     cooldown_row,
-    append_jsonl,
     cut_back_line_files,
     eval_due,
     finish_message,
@@ -242,18 +242,12 @@ def setup(cfgs: list[RunConfig], budget_bytes: float) -> tuple[Group, Context, l
         write_config(c, p, m.run_dir)
         _resume(m, k, group, corpus)
         m.metrics = open(m.run_dir / "metrics.jsonl", "a", encoding="utf-8")
-        m.trackers = Trackers(c, m.run_dir, _asdict(c))
+        m.trackers = Trackers(c, m.run_dir, asdict(c))
         members.append(m)
     say(first, f"[pack] {len(cfgs)} runs of N={plans[0].counts['params']:,} (layers={shape.num_layers} "
                f"d={shape.d_model}) in one pack | micro-batch {micro} seqs per member | {device.type}"
                f"{'/bf16' if dtype else '/fp32'} | compile {'on' if dec.on else 'off'} ({dec.reason})")
     return group, ctx, members
-
-
-def _asdict(c: RunConfig) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(c)
 
 
 def _check_packable(cfgs: list[RunConfig], plans: list[RunPlan]) -> None:
