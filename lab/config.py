@@ -303,4 +303,7 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="sweep_schema", node=SweepConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
+    # lab.sweep.PackingSweeper: Hydra's basic sweeper that does not launch the jobs a pack trains
+    cs.store(group="hydra/sweeper", name="packing", node={
+        "_target_": "hydra_plugins.lab_packing.PackingSweeper", "max_batch_size": None, "params": None}, provider="lab")
     cs.store(group="data", name="data_schema", node=DataConfig)

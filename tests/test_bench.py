@@ -72,3 +72,45 @@ def test_rows_compute_each_mfu_from_one_measurement():
     del r["matmul"], r["prototype"]
     (gpu,) = _rows(r, ["lab"], "cuda", "1 process", "bfloat16", s, 16, 1e12, 1e12)
     assert "mfu_window" not in gpu and gpu["speedup_vs_prototype"] is None
+
+
+def test_the_peer_baseline_is_the_same_model():
+    """transformers' LlamaForCausalLM at the bench's config, given the lab model's weights, computes the
+    lab model's logits: the speed-up over it compares two implementations of one architecture."""
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install '.[dev]')")
+    from lab.bench.train import hf_config
+
+    for kw in ({}, {"num_kv_heads": 2}):
+        s = _shape(**kw)
+        torch.manual_seed(0)
+        lab = Transformer(s)
+        hf = transformers.LlamaForCausalLM(hf_config(s))
+        assert sum(p.numel() for p in hf.parameters()) == sum(p.numel() for p in lab.parameters())
+        q, kv, f = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.d_ff
+        with torch.no_grad():
+            hf.model.embed_tokens.weight.copy_(lab.tok_emb.weight)
+            hf.lm_head.weight.copy_(lab.lm_head.weight)
+            hf.model.norm.weight.copy_(lab.norm.weight)
+            for a, b in zip(lab.blocks, hf.model.layers):
+                w = a.attn.qkv.weight
+                b.self_attn.q_proj.weight.copy_(w[:q]), b.self_attn.k_proj.weight.copy_(w[q:q + kv])
+                b.self_attn.v_proj.weight.copy_(w[q + kv:]), b.self_attn.o_proj.weight.copy_(a.attn.proj.weight)
+                b.mlp.gate_proj.weight.copy_(a.mlp.gate_up.weight[:f]), b.mlp.up_proj.weight.copy_(a.mlp.gate_up.weight[f:])
+                b.mlp.down_proj.weight.copy_(a.mlp.down.weight)
+                b.input_layernorm.weight.copy_(a.attn_norm.weight), b.post_attention_layernorm.weight.copy_(a.mlp_norm.weight)
+            x = torch.randint(0, 64, (2, 16))
+            torch.testing.assert_close(hf(input_ids=x).logits, lab(x), rtol=1e-4, atol=1e-5)
+
+
+def test_hf_and_packed_rows_in_one_rotation():
+    impls = ["lab", "packed", "hf"]
+    res = step_speeds(Case(_shape(), micro=2, dtype="float32", members=3), impls, seconds=0.05)
+    assert res["packed"]["tokens_per_s"] > 0 and res["lab"]["tokens_per_s"] > 0
+    assert "tokens_per_s" in res["hf"] or "transformers is not installed" in res["hf"]["skipped"]
+    from lab.bench.train import _rows
+
+    rows = _rows(res, impls, "cpu", "1 process", "float32", _shape(), 2, 1e12, 1e12, members=3)
+    packed = next(r for r in rows if r["impl"] == "packed")
+    assert packed["members"] == 3 and packed["speedup_vs_solo"] == pytest.approx(
+        res["packed"]["tokens_per_s"] / res["lab"]["tokens_per_s"])
+    assert next(r for r in rows if r["impl"] == "lab")["speedup_vs_solo"] is None

@@ -74,8 +74,9 @@ def test_local_smoke_sweep_and_idempotent_relaunch(tmp_path, fixture_corpus):
 
 @pytest.mark.slow
 def test_a_packed_sweep_equals_the_unpacked_one(tmp_path, fixture_corpus):
-    """batch_lr_smoke packs its same-shape, same-batch runs (packs.json); every run folder holds what
-    the same sweep with --no-pack writes, bit for bit (but time and the pack size)."""
+    """batch_lr_smoke packs its same-shape, same-batch runs (packs.json) and launches one job per pack;
+    every run folder holds what the same sweep with --no-pack writes, bit for bit (but time and the
+    pack size)."""
     env = {**os.environ, "LAB_SWEEP_PROBE": "0"}
     tables = {}
     for flag in ("", "--no-pack"):
@@ -87,6 +88,8 @@ def test_a_packed_sweep_equals_the_unpacked_one(tmp_path, fixture_corpus):
         tables[flag] = pd.read_parquet(out / "runs.parquet").set_index("run").sort_index()
         packs = json.loads((out / "packs.json").read_text())["packs"] if (out / "packs.json").exists() else []
         assert (len(packs) == 2 and all(len(p) == 4 for p in packs)) if not flag else not packs
+        launched = [d for d in (out / ".submitit").iterdir() if d.name != "%j"]
+        assert len(launched) == (2 if not flag else 8)  # the packing sweeper launches only the packs' first jobs
     packed, solo = tables[""], tables["--no-pack"]
     assert (packed["pack_members"] == 4).all() and (solo["pack_members"] == 1).all()
     same = [c for c in solo.columns if c not in ("wall_s", "tokens_per_s", "flops_per_s", "run_dir", "pack_members", "sweep")]

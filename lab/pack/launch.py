@@ -4,10 +4,11 @@ The driver (:mod:`lab.sweep`) plans every job before launch, so it knows which r
 :func:`plan_packs` groups them (:func:`lab.pack.grouping.group_runs`: same pack key and micro-batch, so a
 member computes the same bits as its solo run; within a memory bound; at least one pack per worker
 where it can) and :func:`write_packs` leaves the plan in ``<sweep dir>/packs.json`` before any job
-starts. Hydra still launches one job per run, so run folders, the Slurm array and relaunches are
-those of an unpacked sweep; each job looks itself up (:func:`role`): the first member of a pack trains
-the whole pack (:func:`lab.pack.train.train_pack`) into the members' own folders, the others return at
-once. A relaunch plans again over the runs not yet completed, and every member resumes from its own
+starts. Hydra expands the sweep's grid as always (run folders are named by their overrides), and the
+sweeper (:class:`lab.sweep.PackingSweeper`) launches the first member of each pack and the runs that
+train alone, not the other members (:func:`pack_followers`); each job looks itself up (:func:`role`)
+and the first member of a pack trains the whole pack (:func:`lab.pack.train.train_pack`) into the
+members' own folders. A member whose job is launched anyway (another sweeper) returns at once. A relaunch plans again over the runs not yet completed, and every member resumes from its own
 checkpoint, whichever pack it lands in.
 """
 
@@ -77,6 +78,15 @@ def role(sweep_dir: Path, name: str) -> tuple[str, dict[str, Any] | None]:
             pack = {"members": members, "budget_bytes": float(doc.get("budget_bytes") or 0)}
             return ("leader" if names[0] == name else "follower"), pack
     return "solo", None
+
+
+def pack_followers(sweep_dir: Path) -> set[str]:
+    """Run folder names that a pack's first job trains (every member but the first)."""
+    try:
+        doc = read_json(sweep_dir / PACKS_FILE)
+    except (OSError, ValueError):
+        return set()
+    return {m["name"] for members in doc.get("packs", []) for m in members[1:]}
 
 
 def pack_configs(sweep_dir: Path, pack: dict[str, Any]) -> list[RunConfig]:
