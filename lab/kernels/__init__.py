@@ -1,6 +1,6 @@
 """CPU kernels written for the proxies' small shapes, compiled on first use and cached.
 
-Each kernel is one C file beside this module, built with the machine's C compiler (``cc``/``gcc``,
+Each kernel is one C file beside this module (sharing ``simd.h``), built with the machine's C compiler (``cc``/``gcc``,
 ``-O3 -march=native -fopenmp``) into ``$LAB_HOME/kernels/<name>-<key>.so`` and loaded with ctypes.
 The key hashes the source, the compiler's version, the flags and the CPU's model and feature flags,
 so a shared home on a cluster of different CPUs keeps one build per CPU. Building takes about a
@@ -64,7 +64,9 @@ def _build_and_load(name: str) -> ctypes.CDLL | None:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return _unavailable(name, f"{cc} --version failed: {e}")
-    key = hashlib.sha256("\0".join([src.read_text(), version, " ".join(FLAGS), _cpu_id()]).encode()).hexdigest()[:16]
+    headers = "".join(h.read_text() for h in sorted(src.parent.glob("*.h")))  # what the sources include
+    key = hashlib.sha256("\0".join([src.read_text(), headers, version, " ".join(FLAGS), _cpu_id()]).encode()
+                         ).hexdigest()[:16]
     out = kernels_dir() / f"{name}-{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)

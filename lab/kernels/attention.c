@@ -28,11 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef float vf __attribute__((vector_size(64), aligned(64)));
-typedef int vi __attribute__((vector_size(64), aligned(64)));
-typedef float vfu __attribute__((vector_size(64), aligned(4)));  /* unaligned loads and stores */
+#include "simd.h"
 
-#define W 16      /* floats per vector */
 /* Register tiles: R rows x KC vectors of accumulators. Measured on a 2-core AVX-512 machine (fp32,
  * T 256, head width 16-64), forward + backward: R 8 x KC 1 and 16 x 1 fastest, 8 x 2 5-10% slower,
  * 4 x 4 12-20% slower, 20 x 1 and more 50% slower (registers spill). */
@@ -43,45 +40,6 @@ typedef float vfu __attribute__((vector_size(64), aligned(4)));  /* unaligned lo
 #define KC 1      /* key vectors per score tile: 16 keys */
 #endif
 #define MAXD 256
-
-static inline vf splat(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
-static inline vf ld(const float *p) { return (vf)(*(const vfu *)p); }
-static inline void st(float *p, vf x) { *(vfu *)p = (vfu)x; }
-static inline vf vsel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }  /* mask ? a : b */
-static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
-
-/* e^x, x <= 0 (a softmax after subtracting the row max): 2^n * p(r), n = round(x / ln 2),
- * r = x - n ln 2 in two parts, p the degree-6 Taylor polynomial (|rel err| < 2e-7 on [-ln2/2, ln2/2]). */
-static inline vf vexp(vf x) {
-    const vf lo = splat(-87.0f);
-    vi keep = x >= lo;
-    x = vmax(x, lo);
-    vf t = x * splat(1.44269504088896341f);
-    vf n = (t + splat(12582912.0f)) - splat(12582912.0f); /* round to nearest */
-    vf r = x - n * splat(0.693359375f);
-    r = r - n * splat(-2.12194440e-4f);
-    vf p = splat(1.0f / 720);
-    p = p * r + splat(1.0f / 120);
-    p = p * r + splat(1.0f / 24);
-    p = p * r + splat(1.0f / 6);
-    p = p * r + splat(0.5f);
-    p = p * r + splat(1.0f);
-    p = p * r + splat(1.0f);
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return (vf)(((vi)(p * (vf)e)) & keep);
-}
-
-static inline float hsum(vf x) {
-    float s = 0.0f;
-    for (int i = 0; i < W; i++) s += x[i];
-    return s;
-}
-
-static inline float hmax(vf x) {
-    float m = x[0];
-    for (int i = 1; i < W; i++) m = x[i] > m ? x[i] : m;
-    return m;
-}
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 static int min_int(int a, int b) { return a < b ? a : b; }

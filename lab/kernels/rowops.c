@@ -16,44 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef float vf __attribute__((vector_size(64), aligned(64)));
-typedef int vi __attribute__((vector_size(64), aligned(64)));
-typedef float vfu __attribute__((vector_size(64), aligned(4)));
+#include "simd.h"
 
-#define W 16
 #define CHUNK 64 /* rows per partial sum of a gain's gradient */
-
-static inline vf splat(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
-static inline vf ld(const float *p) { return (vf)(*(const vfu *)p); }
-static inline void st(float *p, vf x) { *(vfu *)p = (vfu)x; }
-static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
-static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
-
-/* e^x for x <= 0: 2^n p(r), as in attention.c */
-static inline vf vexp(vf x) {
-    const vf lo = splat(-87.0f);
-    vi keep = x >= lo;
-    x = vmax(x, lo);
-    vf t = x * splat(1.44269504088896341f);
-    vf n = (t + splat(12582912.0f)) - splat(12582912.0f);
-    vf r = x - n * splat(0.693359375f);
-    r = r - n * splat(-2.12194440e-4f);
-    vf p = splat(1.0f / 720);
-    p = p * r + splat(1.0f / 120);
-    p = p * r + splat(1.0f / 24);
-    p = p * r + splat(1.0f / 6);
-    p = p * r + splat(0.5f);
-    p = p * r + splat(1.0f);
-    p = p * r + splat(1.0f);
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return (vf)(((vi)(p * (vf)e)) & keep);
-}
-
-static inline float hsum(vf x) {
-    float s = 0.0f;
-    for (int i = 0; i < W; i++) s += x[i];
-    return s;
-}
 
 /* mask of the first n lanes (n < W) */
 static inline vi head(int n) {
