@@ -1,6 +1,6 @@
 """Benchmark: training tokens/s and achieved FLOP/s of the trainer against the machine's peak.
 
-``python -m lab.bench [--quick] [--packed K] [--seconds S] [--impl ...] [--out FILE.json]``
+``python -m lab.bench [--quick] [--packed K] [--micro SEQS] [--seconds S] [--impl ...] [--out FILE.json]``
 
 For a ladder of proxy shapes (~30k to ~25M non-embedding parameters, byte vocabulary, seq 256)
 it times the trainer's own :func:`lab.step.train_step` (forward, backward, clip, fused AdamW) on
@@ -90,11 +90,12 @@ class Case:
         return self.micro * (self.members if impl.startswith("packed") else 1)
 
 
-def ladder_shapes(quick: bool) -> list[tuple[Shape, int]]:
+def ladder_shapes(quick: bool, micro: int | None = None) -> list[tuple[Shape, int]]:
+    """The ladder's (shape, micro-batch in sequences); ``micro`` replaces every shape's micro-batch."""
     out = []
-    for layers, d, heads, micro in QUICK if quick else LADDER:
+    for layers, d, heads, m in QUICK if quick else LADDER:
         s = resolve_shape(vocab_size=VOCAB, seq_len=SEQ_LEN, num_layers=layers, d_model=d, num_heads=heads)
-        out.append((s, micro))
+        out.append((s, micro or m))
     return out
 
 
@@ -396,7 +397,8 @@ LAYOUT_NAMES = {"process": "1 process x {threads} threads", "workers": "{cores} 
 
 
 def run(
-    quick: bool, seconds: float, dtypes: list[str], layouts: list[str], impls: list[str], members: int = 1
+    quick: bool, seconds: float, dtypes: list[str], layouts: list[str], impls: list[str], members: int = 1,
+    micro: int | None = None,
 ) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     threads = torch.get_num_threads()
@@ -414,14 +416,14 @@ def run(
             flush=True,
         )
     rows, skipped = [], {}
-    for shape, micro in ladder_shapes(quick):
+    for shape, m in ladder_shapes(quick, micro):
         for dt in dtypes:
-            case = Case(shape, micro, dt, members=members)
+            case = Case(shape, m, dt, members=members)
             for layout in layouts:
                 r = step_speeds(case, impls, seconds, threads, window_peak=True) if layout == "process" \
                     else workers_speeds(case, impls, seconds, cores)
                 skipped.update({i: r[i]["skipped"] for i in impls if "skipped" in r[i]})
-                rows += _rows(r, impls, "cpu", names[layout], dt, shape, micro, peaks[dt]["machine"], peaks[dt][layout],
+                rows += _rows(r, impls, "cpu", names[layout], dt, shape, m, peaks[dt]["machine"], peaks[dt][layout],
                               members)
     gpu = {}
     if torch.cuda.is_available():
@@ -429,9 +431,9 @@ def run(
         gpu = {"name": torch.cuda.get_device_name(), "peak_bf16": gpu_peak}
         # the trainer compiles on a GPU by default (train.compile=auto), so its row is always timed
         gpu_impls = list(dict.fromkeys([*impls, "lab+compile"]))
-        for shape, micro in ladder_shapes(quick):
-            r = step_speeds(Case(shape, micro * 8, "bfloat16", "cuda", members=members), gpu_impls, seconds)
-            rows += _rows(r, gpu_impls, "cuda", "1 process", "bfloat16", shape, micro * 8, gpu_peak, gpu_peak, members)
+        for shape, m in ladder_shapes(quick, micro):
+            r = step_speeds(Case(shape, m * 8, "bfloat16", "cuda", members=members), gpu_impls, seconds)
+            rows += _rows(r, gpu_impls, "cuda", "1 process", "bfloat16", shape, m * 8, gpu_peak, gpu_peak, members)
     return {
         "machine": {"cores": cores, "threads": threads, "torch": torch.__version__, "platform": platform.platform()},
         "peak_flops_per_s": peaks,
@@ -536,6 +538,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--packed", type=int, default=0, metavar="K",
                     help="also time K proxies of each shape trained as one pack (speedup_vs_solo)")
+    ap.add_argument("--micro", type=int, default=None, metavar="SEQS",
+                    help="micro-batch in sequences of 256 tokens for every shape (default: the ladder's, 8-16; "
+                    "the study's proxies train at 2)")
     ap.add_argument("--out", default=None, help="JSON output (default runs/bench/bench-<time>.json)")
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -545,6 +550,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds = args.seconds if args.seconds is not None else (1.5 if args.quick else 2.0)
     if args.packed < 0 or args.packed == 1:
         ap.error("--packed K: give K >= 2 proxies per pack")
+    if args.micro is not None and args.micro < 1:
+        ap.error("--micro SEQS: give at least 1 sequence per micro-batch")
     impls = args.impl or ["hf", "prototype", "lab", *(["packed"] if args.packed else [])]
     if any(i.startswith("packed") for i in impls) and not args.packed:
         ap.error("--impl packed: say how many proxies per pack with --packed K")
@@ -556,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
             print("[bench] no native bf16 on this CPU (bf16 matmul runs ~100x below fp32): fp32 only; "
                   "--dtype bfloat16 forces it", flush=True)
     print(f"[bench] measuring matmul peak and {len(QUICK if args.quick else LADDER)} proxy sizes ...", flush=True)
-    res = run(args.quick, seconds, args.dtype, args.layout, list(dict.fromkeys(impls)), max(1, args.packed))
+    res = run(args.quick, seconds, args.dtype, args.layout, list(dict.fromkeys(impls)), max(1, args.packed), args.micro)
     for dt, pk in res["peak_flops_per_s"].items():
         print(
             f"[bench] MFU denominator {dt}: machine peak {pk['machine'] / 1e9:.1f} GFLOP/s "

@@ -99,10 +99,8 @@ def _(q, k, v, cos, sin):
     return _bthd(*q.shape, q)
 
 
-@torch.library.custom_op("lab::attn_bwd", mutates_args=())
-def attn_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-             o: torch.Tensor, lse: torch.Tensor, do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of the (unrotated) q, k and of v from the output's gradient ``do``."""
+def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+         o: torch.Tensor, lse: torch.Tensor, do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     B, H, T, D = q.shape
     G = k.shape[1]
     if do.stride(-1) != 1:
@@ -113,6 +111,13 @@ def attn_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tenso
                         *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(do),
                         *_strides(dq), *_strides(dk), *_strides(dv), 1.0 / math.sqrt(D), torch.get_num_threads())
     return dq, dk, dv
+
+
+@torch.library.custom_op("lab::attn_bwd", mutates_args=())
+def attn_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+             o: torch.Tensor, lse: torch.Tensor, do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of the (unrotated) q, k and of v from the output's gradient ``do``."""
+    return _bwd(q, k, v, cos, sin, o, lse, do)
 
 
 @attn_bwd.register_fake
@@ -135,6 +140,21 @@ def _backward(ctx, grad_o, grad_lse):
 
 torch.library.register_autograd("lab::attn_fwd", _backward, setup_context=_setup)
 
+class _Attention(torch.autograd.Function):
+    """The eager path of ``lab::attn_fwd`` / ``lab::attn_bwd`` (the same C calls)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cos, sin):
+        o, lse = _fwd(q, k, v, cos, sin, keep_lse=True)
+        ctx.save_for_backward(q, k, v, cos, sin, o, lse)
+        return o
+
+    @staticmethod
+    def backward(ctx, grad_o):
+        dq, dk, dv = _bwd(*ctx.saved_tensors, grad_o)
+        return dq, dk, dv, None, None
+
+
 _NO_ROPE = torch.empty(0)
 
 
@@ -143,6 +163,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Causal softmax attention of q (B, H, T, D) over k, v (B, G, T, D), scale 1/sqrt(D); with
     ``rope = (cos, sin)`` (contiguous (T, D/2) tables) q and k are rotated first (rotate-half pairs)."""
     cos, sin = rope if rope is not None else (_NO_ROPE, _NO_ROPE)
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return attn_fwd(q, k, v, cos, sin)[0]
-    return attn_infer(q, k, v, cos, sin)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if torch.compiler.is_compiling():
+        return attn_fwd(q, k, v, cos, sin)[0] if grad else attn_infer(q, k, v, cos, sin)
+    return _Attention.apply(q, k, v, cos, sin) if grad else _fwd(q, k, v, cos, sin, keep_lse=False)[0]
