@@ -14,8 +14,12 @@ is compiled cold once and every later run or pack of that shape loads it warm. :
 leaves a marker per shape in the cache, which is how :func:`warm` knows.
 
 Measured on 2 CPU cores (fp32, 1 thread per run, seq 256, the lab's CPU kernels in place):
-compiled/eager step 1.05-1.08x at 27k-1.8M params (the kernels already fuse most elementwise work);
-compiling the step 17.5 s cold, 3.4 s warm (107k params, 2 layers).
+compiled/eager step 1.02x at 107k-1.8M params (``lab.bench --quick --impl lab lab+compile``, 2
+workers) and 1.00-1.03x at the study's 512-token batches (1.17x at 27k). It was 1.05-1.08x, and
+1.12-1.21x at 512-token batches, while eager steps still paid the kernels' custom-op dispatch;
+the kernels already fuse most elementwise work. Compiling the step takes 17.5 s cold, 3.4 s warm
+(107k params, 2 layers). So on CPU ``auto`` compiles only runs or packs of about 25 eager minutes
+or more.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from lab.counting import Shape
 
-CPU_GAIN = 1.05  # compiled / eager step on CPU at the proxies' shapes (1.05-1.08 measured; the low end)
+CPU_GAIN = 1.02  # compiled / eager step on CPU at the proxies' shapes (1.00-1.03 measured at 107k-1.8M)
 CPU_RATE = 40e9  # eager training FLOP/s per thread at the proxies' shapes (37-72 measured; the low end)
 COLD_S = 30.0  # compiling a shape's step with an empty cache (17.5 s measured at 2 layers; deeper is longer)
 WARM_S = 6.0  # the same from a warm cache (3.4 s measured)
