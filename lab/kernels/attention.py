@@ -140,6 +140,7 @@ def _backward(ctx, grad_o, grad_lse):
 
 torch.library.register_autograd("lab::attn_fwd", _backward, setup_context=_setup)
 
+
 class _Attention(torch.autograd.Function):
     """The eager path of ``lab::attn_fwd`` / ``lab::attn_bwd`` (the same C calls)."""
 
